@@ -1,0 +1,71 @@
+"""Registration of the plugin's architectures in SAELens's registry, and name lookups with helpful errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sae_lens.registry import (
+    SAE_CLASS_REGISTRY,
+    SAE_TRAINING_CLASS_REGISTRY,
+    register_sae_class,
+    register_sae_training_class,
+)
+
+
+class UnknownArchitectureError(KeyError):
+    """An architecture name that is not registered; the message lists the registered ones."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def plugin_families() -> dict[str, tuple[type, type, type, type, str]]:
+    """Every architecture this plugin provides: name -> (cfg, SAE, training cfg, training SAE, base name)."""
+    from sae_aligned_plugin.saelens.aligned import ALIGNED_FAMILIES
+
+    return dict(ALIGNED_FAMILIES)
+
+
+def register() -> None:
+    """Register every plugin architecture (inference first: training configs look it up). Idempotent."""
+    for name, (cfg_cls, sae_cls, train_cfg_cls, train_sae_cls, _) in plugin_families().items():
+        if name not in SAE_CLASS_REGISTRY:
+            register_sae_class(name, sae_cls, cfg_cls)
+        if name not in SAE_TRAINING_CLASS_REGISTRY:
+            register_sae_training_class(name, train_sae_cls, train_cfg_cls)
+
+
+def plugin_architectures() -> list[str]:
+    """Names of the architectures this plugin registers."""
+    return sorted(plugin_families())
+
+
+def known_training_architectures() -> list[str]:
+    """Every name SAELens can train right now (built-ins and plugins)."""
+    return sorted(SAE_TRAINING_CLASS_REGISTRY)
+
+
+def get_training_class(architecture: str) -> tuple[type, type]:
+    """``(training SAE class, training config class)`` for a name, or an error listing the known names."""
+    try:
+        return SAE_TRAINING_CLASS_REGISTRY[architecture]
+    except KeyError:
+        raise UnknownArchitectureError(
+            f"unknown SAE architecture {architecture!r}. Registered architectures: "
+            f"{', '.join(known_training_architectures())}. (Import sae_aligned_plugin before naming a plugin one.)"
+        ) from None
+
+
+def training_config_from_dict(config: dict[str, Any]) -> Any:
+    """``TrainingSAEConfig.from_dict`` with a clear error for unknown names and for unknown keys (typos)."""
+    import dataclasses
+
+    name = config.get("architecture")
+    if name is None:
+        raise ValueError("SAE config has no 'architecture' key")
+    _, cfg_cls = get_training_class(name)
+    valid = {f.name for f in dataclasses.fields(cfg_cls)} | {"architecture"}
+    unknown = sorted(set(config) - valid)
+    if unknown:
+        raise ValueError(f"unknown config keys for architecture {name!r}: {unknown}. Valid keys: {sorted(valid)}")
+    return cfg_cls.from_dict(config)

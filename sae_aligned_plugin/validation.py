@@ -1,0 +1,59 @@
+"""Input and config checks shared by every adapter: bad input fails early with a message that says what to fix."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+
+class ConfigError(ValueError):
+    """An impossible or inconsistent configuration."""
+
+
+def check_activation_width(x: torch.Tensor, d_in: int) -> None:
+    """Raise if the last dimension of ``x`` is not the SAE's input width ``d_in``."""
+    if x.shape[-1] != d_in:
+        raise ValueError(
+            f"activation width mismatch: the SAE expects d_in={d_in}, got a tensor of shape {tuple(x.shape)} "
+            f"(last dimension {x.shape[-1]}). Check hook_name / the layer the activations come from."
+        )
+
+
+def check_finite(x: torch.Tensor, what: str = "activations") -> None:
+    """Raise if ``x`` contains NaN or inf (checked before any parameter is touched)."""
+    if not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(
+            f"non-finite {what}: {n_nan} NaN and {n_inf} inf values in a batch of shape {tuple(x.shape)}; "
+            "no optimiser step was taken. Check the model's dtype (fp16 overflow) or the data source."
+        )
+
+
+def check_activations(x: torch.Tensor, d_in: int) -> None:
+    """Width and finiteness checks for a training batch."""
+    check_activation_width(x, d_in)
+    check_finite(x)
+
+
+def validate_sparsity_config(cfg: Any) -> None:
+    """Reject impossible SAE configs: ``k`` outside (0, d_sae], negative coefficients, non-positive sizes.
+
+    Works on any dataclass config (SAELens) or object with the same attribute names (dictionary_learning).
+    """
+    d_sae = getattr(cfg, "d_sae", None) or getattr(cfg, "dict_size", None)
+    d_in = getattr(cfg, "d_in", None) or getattr(cfg, "activation_dim", None)
+    for name, value in (("d_sae", d_sae), ("d_in", d_in)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    k = getattr(cfg, "k", None)
+    if k is not None and d_sae is not None and not 0 < k <= d_sae:
+        raise ConfigError(f"k must satisfy 0 < k <= d_sae (={d_sae}), got k={k}")
+    names = [f.name for f in dataclasses.fields(cfg)] if dataclasses.is_dataclass(cfg) else list(vars(cfg))
+    for name in names:
+        value = getattr(cfg, name)
+        if ("coefficient" in name or name.endswith("_penalty") or name == "lr") and isinstance(value, (int, float)):
+            if value < 0:
+                raise ConfigError(f"{name} must be non-negative, got {value}")
