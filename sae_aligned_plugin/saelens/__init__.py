@@ -3,11 +3,11 @@
 from sae_aligned_plugin.saelens.aligned import ALIGNED_FAMILIES, AlignedEncoderMixin, AlignedTrainingMixin
 from sae_aligned_plugin.saelens.registry import (
     UnknownArchitectureError,
+    check_sae_config,
     get_training_class,
     known_training_architectures,
     plugin_architectures,
     register,
-    training_config_from_dict,
 )
 
 # Export the generated classes by name, e.g. ``AlignedTopKTrainingSAEConfig``.
@@ -18,10 +18,10 @@ __all__ = [
     "AlignedEncoderMixin",
     "AlignedTrainingMixin",
     "UnknownArchitectureError",
+    "check_sae_config",
     "get_training_class",
     "known_training_architectures",
     "plugin_architectures",
     "register",
-    "training_config_from_dict",
     *sorted(cls.__name__ for family in ALIGNED_FAMILIES.values() for cls in family[:4]),
 ]

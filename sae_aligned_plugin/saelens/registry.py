@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sae_lens.registry import (
@@ -56,10 +57,9 @@ def get_training_class(architecture: str) -> tuple[type, type]:
         ) from None
 
 
-def training_config_from_dict(config: dict[str, Any]) -> Any:
-    """``TrainingSAEConfig.from_dict`` with a clear error for unknown names and for unknown keys (typos)."""
-    import dataclasses
-
+def check_sae_config(config: dict[str, Any]) -> type:
+    """The training config class for an ``sae`` config dict; clear errors for unknown names and keys (typos),
+    which ``TrainingSAEConfig.from_dict`` would drop silently."""
     name = config.get("architecture")
     if name is None:
         raise ValueError("SAE config has no 'architecture' key")
@@ -67,5 +67,5 @@ def training_config_from_dict(config: dict[str, Any]) -> Any:
     valid = {f.name for f in dataclasses.fields(cfg_cls)} | {"architecture"}
     unknown = sorted(set(config) - valid)
     if unknown:
-        raise ValueError(f"unknown config keys for architecture {name!r}: {unknown}. Valid keys: {sorted(valid)}")
-    return cfg_cls.from_dict(config)
+        raise ValueError(f"unknown keys in sae config for {name!r}: {unknown}; valid keys: {sorted(valid)}")
+    return cfg_cls

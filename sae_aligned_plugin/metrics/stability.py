@@ -1,0 +1,158 @@
+"""Cross-seed stability of two SAEs: mean max cosine (MMCS) and Hungarian matching (spec §6, "Cross-seed stability").
+
+* ``decoder_mmcs_ab = (1/F_a) Σ_i max_j cos(d_i^A, d_j^B)``, ``decoder_mmcs_ba`` the same from B to A; the
+  ``encoder_*`` versions use the encoder rows (which the aligned parameterisation constrains).
+* Hungarian one-to-one matching (``scipy.optimize.linear_sum_assignment``, maximising the summed decoder cosine,
+  equivalently minimising ``1 − cos`` as in Paulo & Belrose, arXiv 2501.16615): ``min(F_a, F_b)`` pairs;
+  ``hungarian_shared_fraction`` = fraction of those pairs whose decoder AND encoder cosines both exceed
+  ``threshold`` (0.7).
+
+Cosines are signed (features are not sign-symmetric) and computed in fp32 on the models' device. The max-cosine
+passes work on ``chunk_size`` rows of A at a time, so they never hold more than a ``chunk_size × F_b`` block. The
+Hungarian step needs the full ``F_a × F_b`` decoder cosine matrix on the CPU (about ``12·F_a·F_b`` bytes with
+scipy's float64 copy: 3 GiB at F = 16384) and is cubic in F; pass ``hungarian=False`` to skip it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from sae_aligned_plugin.metrics._arrays import frozen_array
+from sae_aligned_plugin.metrics.weights import encoder_decoder_rows
+
+SCALAR_FIELDS = (
+    "decoder_mmcs_ab",
+    "decoder_mmcs_ba",
+    "encoder_mmcs_ab",
+    "encoder_mmcs_ba",
+    "hungarian_mean_decoder_cos",
+    "hungarian_mean_encoder_cos",
+    "hungarian_shared_fraction",
+    "threshold",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class StabilityReport:
+    """Stability of model A against model B; the Hungarian fields are NaN when the matching was skipped.
+
+    Per-feature arrays (read-only): ``decoder_max_cos_a`` / ``encoder_max_cos_a`` (length ``F_a``, the best cosine
+    of each A feature over B), ``decoder_max_cos_b`` / ``encoder_max_cos_b`` (length ``F_b``), and
+    ``hungarian_match_b`` (length ``F_a``, int64: the B feature matched to each A feature, −1 if unmatched).
+    """
+
+    decoder_mmcs_ab: float
+    decoder_mmcs_ba: float
+    encoder_mmcs_ab: float
+    encoder_mmcs_ba: float
+    hungarian_mean_decoder_cos: float
+    hungarian_mean_encoder_cos: float
+    hungarian_shared_fraction: float
+    threshold: float
+    decoder_max_cos_a: NDArray[np.float64]
+    decoder_max_cos_b: NDArray[np.float64]
+    encoder_max_cos_a: NDArray[np.float64]
+    encoder_max_cos_b: NDArray[np.float64]
+    hungarian_match_b: NDArray[np.int64]
+
+    def summary(self) -> dict[str, float]:
+        """Floats only: the scalar fields plus ``n_features_a`` and ``n_features_b``."""
+        out = {name: float(getattr(self, name)) for name in SCALAR_FIELDS}
+        out["n_features_a"] = float(self.decoder_max_cos_a.size)
+        out["n_features_b"] = float(self.decoder_max_cos_b.size)
+        return out
+
+
+def max_cosine(rows_a: Tensor, rows_b: Tensor, *, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """``(max_j cos(a_i, b_j) for each i, max_i cos(a_i, b_j) for each j)`` in fp32, chunked over rows of A.
+
+    Holds at most a ``chunk_size × F_b`` block of cosines. Zero rows have cosine 0 with everything.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    unit_a = F.normalize(rows_a.float(), dim=-1)
+    unit_b = F.normalize(rows_b.float(), dim=-1).to(unit_a.device)
+    best_for_a = torch.empty(unit_a.shape[0], device=unit_a.device)
+    best_for_b = torch.full((unit_b.shape[0],), -torch.inf, device=unit_a.device)
+    for start in range(0, unit_a.shape[0], chunk_size):
+        block = unit_a[start : start + chunk_size] @ unit_b.T
+        best_for_a[start : start + block.shape[0]] = block.max(dim=1).values
+        best_for_b = torch.maximum(best_for_b, block.max(dim=0).values)
+    return best_for_a, best_for_b
+
+
+def _hungarian(
+    enc_a: Tensor, dec_a: Tensor, enc_b: Tensor, dec_b: Tensor, threshold: float
+) -> tuple[float, float, float, NDArray[np.int64]]:
+    """Matching on the full decoder cosine matrix; returns mean decoder cos, mean encoder cos, shared fraction, match."""
+    unit = [F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (enc_a, dec_a, enc_b, dec_b)]
+    decoder_cos = (unit[1] @ unit[3].T).cpu().numpy()
+    rows, cols = linear_sum_assignment(decoder_cos, maximize=True)
+    matched_decoder = decoder_cos[rows, cols]
+    matched_encoder = (unit[0][rows] * unit[2][cols]).sum(dim=-1).cpu().numpy()
+    shared = (matched_decoder > threshold) & (matched_encoder > threshold)
+    match = np.full(enc_a.shape[0], -1, dtype=np.int64)
+    match[rows] = cols
+    return float(matched_decoder.mean()), float(matched_encoder.mean()), float(shared.mean()), match
+
+
+@torch.no_grad()
+def cross_seed_stability_from_rows(
+    encoder_a: Tensor,
+    decoder_a: Tensor,
+    encoder_b: Tensor,
+    decoder_b: Tensor,
+    *,
+    threshold: float = 0.7,
+    chunk_size: int = 4096,
+    hungarian: bool = True,
+) -> StabilityReport:
+    """:class:`StabilityReport` from the rows ``[F_a, d]`` of A and ``[F_b, d]`` of B (F_a may differ from F_b)."""
+    if decoder_a.shape[-1] != decoder_b.shape[-1]:
+        raise ValueError(
+            f"cross-seed stability needs the same input width: {decoder_a.shape[-1]} vs {decoder_b.shape[-1]}"
+        )
+    dec_ab, dec_ba = max_cosine(decoder_a, decoder_b, chunk_size=chunk_size)
+    enc_ab, enc_ba = max_cosine(encoder_a, encoder_b, chunk_size=chunk_size)
+    nan = float("nan")
+    matching = (
+        _hungarian(encoder_a, decoder_a, encoder_b, decoder_b, threshold)
+        if hungarian
+        else (nan, nan, nan, np.full(decoder_a.shape[0], -1, dtype=np.int64))
+    )
+    return StabilityReport(
+        decoder_mmcs_ab=float(dec_ab.mean()),
+        decoder_mmcs_ba=float(dec_ba.mean()),
+        encoder_mmcs_ab=float(enc_ab.mean()),
+        encoder_mmcs_ba=float(enc_ba.mean()),
+        hungarian_mean_decoder_cos=matching[0],
+        hungarian_mean_encoder_cos=matching[1],
+        hungarian_shared_fraction=matching[2],
+        threshold=float(threshold),
+        decoder_max_cos_a=frozen_array(dec_ab),
+        decoder_max_cos_b=frozen_array(dec_ba),
+        encoder_max_cos_a=frozen_array(enc_ab),
+        encoder_max_cos_b=frozen_array(enc_ba),
+        hungarian_match_b=frozen_array(matching[3], dtype=np.int64),
+    )
+
+
+def cross_seed_stability(
+    model_a: Any, model_b: Any, *, threshold: float = 0.7, chunk_size: int = 4096, hungarian: bool = True
+) -> StabilityReport:
+    """Cross-seed stability of two models accepted by :func:`~sae_aligned_plugin.metrics.weights.encoder_decoder_rows`."""
+    return cross_seed_stability_from_rows(
+        *encoder_decoder_rows(model_a),
+        *encoder_decoder_rows(model_b),
+        threshold=threshold,
+        chunk_size=chunk_size,
+        hungarian=hungarian,
+    )
