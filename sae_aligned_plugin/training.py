@@ -12,12 +12,17 @@ machines without network)::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sae_aligned_plugin.saelens.registry import check_sae_config
+
+
+OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                       "WANDB_MODE": "disabled"}
 
 
 def read_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +73,8 @@ def train(source: str | Path | dict[str, Any], **overrides: Any) -> Any:
     config.update(overrides)
     cfg = runner_config(config)
     model = dataset = None
-    if "offline" in config:
+    if "offline" in config:  # nothing may reach the network: wandb off unless the user set WANDB_MODE
+        for name, value in OFFLINE_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
         model, dataset = offline_model_and_tokens(config["offline"], cfg.context_size)
     return LanguageModelSAETrainingRunner(cfg, override_model=model, override_dataset=dataset).run()

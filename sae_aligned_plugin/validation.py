@@ -43,8 +43,8 @@ def validate_sparsity_config(cfg: Any) -> None:
 
     Works on any dataclass config (SAELens) or object with the same attribute names (dictionary_learning).
     """
-    d_sae = getattr(cfg, "d_sae", None) or getattr(cfg, "dict_size", None)
-    d_in = getattr(cfg, "d_in", None) or getattr(cfg, "activation_dim", None)
+    d_sae = _first_attribute(cfg, "d_sae", "dict_size")
+    d_in = _first_attribute(cfg, "d_in", "activation_dim")
     for name, value in (("d_sae", d_sae), ("d_in", d_in)):
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
@@ -57,3 +57,8 @@ def validate_sparsity_config(cfg: Any) -> None:
         if ("coefficient" in name or name.endswith("_penalty") or name == "lr") and isinstance(value, (int, float)):
             if value < 0:
                 raise ConfigError(f"{name} must be non-negative, got {value}")
+
+
+def _first_attribute(obj: Any, *names: str) -> Any:
+    """The value of the first of ``names`` that ``obj`` has (0 included), else None."""
+    return next((getattr(obj, name) for name in names if hasattr(obj, name)), None)

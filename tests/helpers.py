@@ -63,5 +63,5 @@ def train_steps(sae: TrainingSAE, n: int, lr: float = 1e-2, batch: int = 64, see
         optimiser.zero_grad()
         out.loss.backward()
         optimiser.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     return losses

@@ -38,7 +38,7 @@ def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def _saelens_sae(kind: str, w_enc: torch.Tensor, w_dec: torch.Tensor, **cfg_kwargs):
-    """A SAELens inference SAE of architecture ``kind`` with the given ``W_enc [d, F]``, ``W_dec [F, d]``, zero biases."""
+    """SAELens inference SAE of architecture ``kind`` with the given ``W_enc [d, F]``, ``W_dec [F, d]``, zero biases."""
     from sae_lens.registry import get_sae_class
 
     sae_cls, cfg_cls = get_sae_class(kind)
@@ -319,6 +319,13 @@ def test_stability_independent_models_is_low():
     assert report.hungarian_shared_fraction == 0.0
 
 
+def _unit_orthogonal(v: torch.Tensor, seed: int) -> torch.Tensor:
+    """A unit vector orthogonal to ``v``."""
+    w = _randn(v.numel(), seed=seed)
+    w = w - (w @ v) / (v @ v) * v
+    return w / w.norm()
+
+
 def test_shared_fraction_needs_encoder_and_decoder_above_threshold():
     f, d = 10, 32
     enc, dec = _randn(f, d, seed=27), _randn(f, d, seed=28)
@@ -331,13 +338,6 @@ def test_shared_fraction_needs_encoder_and_decoder_above_threshold():
     assert report.hungarian_shared_fraction == pytest.approx(0.6)
     strict = cross_seed_stability_from_rows(enc, dec, enc_b, dec, threshold=0.8)
     assert strict.hungarian_shared_fraction == pytest.approx(0.5) and strict.threshold == 0.8
-
-
-def _unit_orthogonal(v: torch.Tensor, seed: int) -> torch.Tensor:
-    """A unit vector orthogonal to ``v``."""
-    w = _randn(v.numel(), seed=seed)
-    w = w - (w @ v) / (v @ v) * v
-    return w / w.norm()
 
 
 def test_max_cosine_chunking_matches_dense_reference():
