@@ -146,3 +146,18 @@ def test_training_logs_alignment_and_dead_fraction():
     assert histogram.shape == (64,) and abs(histogram - 1).max() < 1e-5
     quiet = sae.training_forward_pass(step_input(sae, torch.randn(8, 16), logging=False))
     assert "dead_fraction" not in quiet.metrics
+
+
+def test_training_checkpoints_load_for_inference_by_name(tmp_path):
+    sae = make_sae("aligned_topk")
+    train_steps(sae, 5)
+    sae.save_model(tmp_path / "topk")
+    inference = SAE.load_from_disk(tmp_path / "topk")
+    assert type(inference).__name__ == "AlignedTopKSAE" and sae_deviation(inference) <= 1e-6
+    x = torch.randn(8, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(inference.encode(x), sae.encode(x))
+    batchtopk = make_sae("aligned_batchtopk")
+    batchtopk.save_model(tmp_path / "batchtopk")
+    with pytest.raises(ValueError, match="training checkpoint of 'aligned_batchtopk'.*TrainingSAE.load_from_disk"):
+        SAE.load_from_disk(tmp_path / "batchtopk")

@@ -184,17 +184,21 @@ def _aligned_family(
     )
 
 
-class AlignedBatchTopKLoadingMixin:
-    """Inference form of BatchTopK-family checkpoints: a JumpReLU whose threshold is the learned batch threshold."""
+class BatchTopKCheckpointGuard:
+    """Inference form of the BatchTopK family (a JumpReLU), refusing their *training* checkpoints with a clear
+    message: their batch threshold is in units of ``hidden_pre·||d_i||`` and only ``save_inference_model``
+    converts it (as in SAELens, where ``batchtopk`` has no inference class at all)."""
 
     def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
-        if "topk_threshold" in state_dict:  # a training checkpoint (``save_model``) loaded for inference
-            threshold = state_dict.pop("topk_threshold").float()
-            state_dict["threshold"] = threshold.expand(self.cfg.d_sae).clone()  # type: ignore[attr-defined]
+        if "topk_threshold" in state_dict:
+            raise ValueError(
+                f"this is a training checkpoint of {self.cfg.architecture()!r} (it has 'topk_threshold'): load it "  # type: ignore[attr-defined]
+                "with TrainingSAE.load_from_disk, or export it with save_inference_model and load that with SAE"
+            )
         super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
 
 
-_JUMPRELU_FROM_BATCHTOPK = (JumpReLUSAEConfig, _subclass("JumpReLUFromBatchTopKSAE", AlignedBatchTopKLoadingMixin,
+_JUMPRELU_FROM_BATCHTOPK = (JumpReLUSAEConfig, _subclass("BatchTopKInferenceSAE", BatchTopKCheckpointGuard,
                                                          JumpReLUSAE))
 
 #: name -> (inference config, inference SAE, training config, training SAE, SAELens base name)
