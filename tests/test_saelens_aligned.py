@@ -13,7 +13,7 @@ from sae_aligned_plugin.saelens import ALIGNED_FAMILIES
 
 def _base_twin(sae: TrainingSAE) -> TrainingSAE:
     """The SAELens base architecture with the aligned SAE's weights (``W_enc`` materialised)."""
-    base_name = ALIGNED_FAMILIES[sae.cfg.architecture()][4]
+    base_name = ALIGNED_FAMILIES[sae.cfg.architecture()].base
     base_cls, base_cfg_cls = get_sae_training_class(base_name)
     config = {**sae.cfg.to_dict(), "architecture": base_name}
     twin = base_cls(base_cfg_cls.from_dict(config))

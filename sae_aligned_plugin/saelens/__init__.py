@@ -8,11 +8,13 @@ from sae_aligned_plugin.saelens.registry import (
     get_training_class,
     known_training_architectures,
     plugin_architectures,
+    plugin_families,
     register,
 )
 
 # Export the generated classes by name, e.g. ``AlignedTopKTrainingSAEConfig``.
-globals().update({cls.__name__: cls for family in ALIGNED_FAMILIES.values() for cls in family[:4]})
+_CLASSES = {cls.__name__: cls for family in plugin_families().values() for cls in family[:4]}
+globals().update(_CLASSES)
 
 __all__ = [
     "ALIGNED_FAMILIES",
@@ -27,5 +29,6 @@ __all__ = [
     "known_training_architectures",
     "plugin_architectures",
     "register",
-    *sorted(cls.__name__ for family in ALIGNED_FAMILIES.values() for cls in family[:4]),
+    "plugin_families",
+    *sorted(_CLASSES),
 ]

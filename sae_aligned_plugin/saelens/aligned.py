@@ -41,6 +41,7 @@ from sae_lens.saes.sae import SAEConfig, TrainStepInput, TrainStepOutput
 from torch import Tensor, nn
 
 from sae_aligned_plugin.core.aligned import aligned_encoder, alignment_scores
+from sae_aligned_plugin.saelens.registry import Family
 from sae_aligned_plugin.validation import check_activation_width, check_finite, validate_sparsity_config
 
 
@@ -167,20 +168,22 @@ def _subclass(name: str, mixin: type, base: type, **namespace: Any) -> type:
 def _aligned_family(
     architecture: str,
     stem: str,
+    base: str,
     inference: tuple[type, type],
     training: tuple[type, type],
     export_config: type[SAEConfig],
-) -> tuple[type, type, type, type]:
+) -> Family:
     """Inference config + SAE and training config + SAE for one aligned architecture."""
     inference_cfg_base, inference_sae_base = inference
     training_cfg_base, training_sae_base = training
-    return (
+    return Family(
         _subclass(f"Aligned{stem}SAEConfig", AlignedConfigMixin, inference_cfg_base, ARCHITECTURE=architecture,
                   EXPORT_CONFIG=inference_cfg_base),
         _subclass(f"Aligned{stem}SAE", AlignedEncoderMixin, inference_sae_base),
         _subclass(f"Aligned{stem}TrainingSAEConfig", AlignedConfigMixin, training_cfg_base, ARCHITECTURE=architecture,
                   EXPORT_CONFIG=export_config),
         _subclass(f"Aligned{stem}TrainingSAE", AlignedTrainingMixin, training_sae_base),
+        base,
     )
 
 
@@ -201,9 +204,8 @@ class BatchTopKCheckpointGuard:
 _JUMPRELU_FROM_BATCHTOPK = (JumpReLUSAEConfig, _subclass("BatchTopKInferenceSAE", BatchTopKCheckpointGuard,
                                                          JumpReLUSAE))
 
-#: name -> (inference config, inference SAE, training config, training SAE, SAELens base name)
-ALIGNED_FAMILIES: dict[str, tuple[type, type, type, type, str]] = {
-    name: (*_aligned_family(name, stem, inference, training, export), base)
+ALIGNED_FAMILIES: dict[str, Family] = {
+    name: _aligned_family(name, stem, base, inference, training, export)
     for name, stem, base, inference, training, export in [
         ("aligned_standard", "Standard", "standard", (StandardSAEConfig, StandardSAE),
          (StandardTrainingSAEConfig, StandardTrainingSAE), StandardSAEConfig),

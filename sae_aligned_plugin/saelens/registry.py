@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from sae_lens.registry import (
     SAE_CLASS_REGISTRY,
@@ -20,20 +20,30 @@ class UnknownArchitectureError(KeyError):
         return str(self.args[0])
 
 
-def plugin_families() -> dict[str, tuple[type, type, type, type, str]]:
-    """Every architecture this plugin provides: name -> (cfg, SAE, training cfg, training SAE, base name)."""
+class Family(NamedTuple):
+    """The four SAELens classes of one plugin architecture, and the SAELens architecture it builds on."""
+
+    config: type
+    sae: type
+    training_config: type
+    training_sae: type
+    base: str
+
+
+def plugin_families() -> dict[str, Family]:
+    """Every architecture this plugin provides, by registered name."""
     from sae_aligned_plugin.saelens.aligned import ALIGNED_FAMILIES
 
-    return dict(ALIGNED_FAMILIES)
+    return {**ALIGNED_FAMILIES}
 
 
 def register() -> None:
     """Register every plugin architecture (inference first: training configs look it up). Idempotent."""
-    for name, (cfg_cls, sae_cls, train_cfg_cls, train_sae_cls, _) in plugin_families().items():
+    for name, family in plugin_families().items():
         if name not in SAE_CLASS_REGISTRY:
-            register_sae_class(name, sae_cls, cfg_cls)
+            register_sae_class(name, family.sae, family.config)
         if name not in SAE_TRAINING_CLASS_REGISTRY:
-            register_sae_training_class(name, train_sae_cls, train_cfg_cls)
+            register_sae_training_class(name, family.training_sae, family.training_config)
 
 
 def plugin_architectures() -> list[str]:
