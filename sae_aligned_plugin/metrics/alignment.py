@@ -2,7 +2,8 @@
 
 Three versions of the score are reported, because which normalisation the paper plots is unknown (spec §2):
 
-* ``raw``          ``a_i = ⟨e_i, d_i⟩``; invariant under the rescaling ``(e_i, b_enc_i, d_i) → (c·e_i, c·b_enc_i, d_i/c)``.
+* ``raw``          ``a_i = ⟨e_i, d_i⟩``; invariant under the rescaling
+  ``(e_i, b_enc_i, d_i) → (c·e_i, c·b_enc_i, d_i/c)``.
 * ``unit_decoder`` ``⟨e_i, d̂_i⟩ = a_i / ||d_i||``, the score once the decoder row is unit-normalised and the encoder
   is left as stored (``= ||e_i||·cos``; equals ``a_i`` when decoders are unit norm). Normalising through the
   rescaling symmetry instead would give back ``a_i`` itself, i.e. ``raw``.
@@ -102,7 +103,7 @@ def alignment_report_from_rows(encoder: Tensor, decoder: Tensor) -> AlignmentRep
     norm_product = (encoder.norm(dim=-1) * decoder_norm).clamp_min(tiny)
     scores = {
         "raw": frozen_array(raw),
-        "unit_decoder": frozen_array(raw),
+        "unit_decoder": frozen_array(raw / decoder_norm.clamp_min(tiny)),
         "cosine": frozen_array(raw / norm_product),
     }
     deviation = ((raw - 1.0).abs() / norm_product).max() if raw.numel() else torch.tensor(0.0)
@@ -114,5 +115,5 @@ def alignment_report_from_rows(encoder: Tensor, decoder: Tensor) -> AlignmentRep
 
 
 def alignment_report(model: Any) -> AlignmentReport:
-    """Alignment scores of any model :func:`~sae_aligned_plugin.metrics.weights.encoder_decoder_rows` accepts."""
+    """Alignment scores of any model :func:`~sae_aligned_plugin.metrics.encoder_decoder_rows` accepts."""
     return alignment_report_from_rows(*encoder_decoder_rows(model))

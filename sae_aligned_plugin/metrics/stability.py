@@ -92,7 +92,7 @@ def max_cosine(rows_a: Tensor, rows_b: Tensor, *, chunk_size: int = 4096) -> tup
 def _hungarian(
     enc_a: Tensor, dec_a: Tensor, enc_b: Tensor, dec_b: Tensor, threshold: float
 ) -> tuple[float, float, float, NDArray[np.int64]]:
-    """Matching on the full decoder cosine matrix; returns mean decoder cos, mean encoder cos, shared fraction, match."""
+    """Hungarian matching on the full decoder cosines: (mean decoder cos, mean encoder cos, shared fraction, match)."""
     unit = [F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (enc_a, dec_a, enc_b, dec_b)]
     decoder_cos = (unit[1] @ unit[3].T).cpu().numpy()
     rows, cols = linear_sum_assignment(decoder_cos, maximize=True)
@@ -148,7 +148,7 @@ def cross_seed_stability_from_rows(
 def cross_seed_stability(
     model_a: Any, model_b: Any, *, threshold: float = 0.7, chunk_size: int = 4096, hungarian: bool = True
 ) -> StabilityReport:
-    """Cross-seed stability of two models accepted by :func:`~sae_aligned_plugin.metrics.weights.encoder_decoder_rows`."""
+    """Cross-seed stability of two models, each read by :func:`~sae_aligned_plugin.metrics.encoder_decoder_rows`."""
     return cross_seed_stability_from_rows(
         *encoder_decoder_rows(model_a),
         *encoder_decoder_rows(model_b),

@@ -55,8 +55,8 @@ def encoder_decoder_rows(model: Any) -> tuple[Tensor, Tensor]:
     """Encoder rows ``e_i`` and decoder rows ``d_i`` of ``model``, both ``[F, d]``, detached, fp32.
 
     The tensors stay on the model's device (call ``.cpu()`` for numpy). They may share storage with the model's
-    fp32 parameters: do not modify them in place. For ``GatedAutoEncoder`` the encoder row is the shared gate/magnitude direction
-    ``encoder.weight`` (the magnitude path's extra gain ``exp(r_mag)`` is not included).
+    fp32 parameters: do not modify them in place. For ``GatedAutoEncoder`` the encoder row is the shared
+    gate/magnitude direction ``encoder.weight`` (the magnitude path's extra gain ``exp(r_mag)`` is not included).
 
     Lookup order: ``encoder_weight()`` first, then ``W_enc``/``W_dec``, then ``encoder.weight``/``decoder.weight``.
     Raises ``TypeError`` for an object matching none of them and ``ValueError`` when the two shapes disagree.
