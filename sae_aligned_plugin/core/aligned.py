@@ -24,7 +24,8 @@ def aligned_encoder(decoder: Tensor, free: Tensor) -> Tensor:
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
-    return torch.linalg.vecdot(a, b).unsqueeze(-1)
+    """Row-wise inner products ``[F, 1]``; einsum runs as a batched matmul, one pass without a temporary."""
+    return torch.einsum("fd,fd->f", a, b).unsqueeze(-1)
 
 
 class _AlignedEncoder(torch.autograd.Function):
