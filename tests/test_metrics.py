@@ -194,7 +194,7 @@ def test_aligned_saelens_sae_is_at_one():
     sae_cls, cfg_cls = get_sae_class("aligned_topk")
     sae = sae_cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, k=2))
     with torch.no_grad():
-        sae.W_enc_free.copy_(_randn(D_IN, D_SAE, seed=10))
+        sae.W_enc_free.copy_(_randn(D_SAE, D_IN, seed=10))
         sae.W_dec.mul_(torch.linspace(0.5, 2.0, D_SAE).unsqueeze(1))
     report = alignment_report(sae)
     assert report.max_abs_deviation_from_one <= 1e-6

@@ -44,7 +44,7 @@ def test_decoder_gets_gradient_from_both_paths_and_free_has_no_radial_gradient()
     sae = make_sae("aligned_topk")
     x = torch.randn(64, 16)
     sae.training_forward_pass(step_input(sae, x)).loss.backward()
-    radial = (sae.W_enc_free.grad.T * torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1)).sum(-1)
+    radial = (sae.W_enc_free.grad * torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1)).sum(-1)
     assert float(radial.abs().max()) < 1e-6 * float(sae.W_enc_free.grad.abs().max()) + 1e-9
     full = sae.W_dec.grad.clone()
     sae.zero_grad()

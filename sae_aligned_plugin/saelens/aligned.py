@@ -2,8 +2,9 @@
 
 Each class is the SAELens class of the base architecture with :class:`AlignedEncoderMixin` in front, so
 the forward pass, losses, AuxK, thresholds, trainer and runners are SAELens's own; only the encoder is
-derived. The free tensor ``U`` is stored as the parameter ``W_enc_free`` (same ``[d_in, d_sae]`` layout as
-``W_enc``); ``sae.W_enc`` is a property that returns ``E(W_dec, U)ᵀ`` computed in fp32 on every access.
+derived. The free tensor ``U`` is stored as the parameter ``W_enc_free`` in the row layout of ``W_dec``
+(``[d_sae, d_in]``, so the row-wise map reads both contiguously); ``sae.W_enc`` is a property that returns
+``E(W_dec, U)ᵀ`` (``[d_in, d_sae]``) computed in fp32 on every access.
 
 ``save_inference_model`` exports the *base* architecture's plain SAELens format with ``W_enc``
 materialised (``metadata.training_architecture`` names the aligned architecture), so an export loads with
@@ -77,20 +78,20 @@ class AlignedEncoderMixin:
         exposed = self._parameters.get("W_enc")
         if exposed is not None:  # inside the base initialiser or a fold (see _encoder_as_parameter)
             return exposed
-        return aligned_encoder(self.W_dec, self.W_enc_free.T).T.to(self.W_dec.dtype)
+        return aligned_encoder(self.W_dec, self.W_enc_free).T.to(self.W_dec.dtype)
 
     def initialize_weights(self) -> None:
         """Base initialisation, then ``U = 0`` (spec §4: ``e_i = d_i/||d_i||²``, the tied init)."""
         super().initialize_weights()  # type: ignore[misc]
         tied = self._parameters.pop("W_enc")
         assert tied is not None
-        self.W_enc_free = nn.Parameter(torch.zeros_like(tied))
+        self.W_enc_free = nn.Parameter(torch.zeros_like(tied.T).contiguous())
 
     @contextmanager
     def _encoder_as_parameter(self) -> Iterator[None]:
         """Expose the materialised ``W_enc`` as a real parameter while host code edits it in place.
 
-        Afterwards ``U := W_enc``: for an encoder that satisfies the constraint, ``E(D, E) = E`` exactly,
+        Afterwards ``U := W_encᵀ``: for an encoder that satisfies the constraint, ``E(D, E) = E`` exactly,
         and any rounding off the hyperplane is projected away by the map itself.
         """
         if "W_enc" in self._parameters:  # nested fold (TopK whitening folds the decoder norm first)
@@ -103,7 +104,7 @@ class AlignedEncoderMixin:
             edited = self._parameters.pop("W_enc")
             assert edited is not None
             with torch.no_grad():
-                self.W_enc_free.copy_(edited)
+                self.W_enc_free.copy_(edited.T)
 
     @torch.no_grad()
     def fold_and_get_W_dec_norm(self) -> Tensor:
