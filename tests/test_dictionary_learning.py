@@ -233,7 +233,7 @@ def test_decoder_gradient_includes_the_encoder_path() -> None:
     total, reconstruction_only = decoder_grad(False), decoder_grad(True)
     assert torch.allclose(decoder.grad, total, rtol=1e-4, atol=1e-4)
     assert float((total - reconstruction_only).norm()) > 0.05 * float(total.norm())
-    along_decoder = (free.grad * decoder.T).sum(dim=1).abs()
+    along_decoder = (free.grad * decoder.detach().T).sum(dim=1).abs()
     assert float(along_decoder.max()) <= 1e-5 * float(free.grad.norm(dim=1).max())
 
 
@@ -306,7 +306,8 @@ def test_aligned_trainer_shares_init_and_loss_with_library(case: Case) -> None:
         trainer.dead_feature_threshold = 0  # TopK family: every feature counts as dead, so AuxK is in the loss
     x = next(synthetic_batches(256))
     step = 5  # inside the sparsity warm-up, before any threshold or p update
-    ours_loss, base_loss = ours.loss(x, step=step), base.loss(x, step=step)
+    with torch.no_grad():
+        ours_loss, base_loss = ours.loss(x, step=step), base.loss(x, step=step)
     assert float(base_loss) > 0.01
     assert torch.allclose(ours_loss, base_loss, rtol=1e-5, atol=0.0), (float(ours_loss), float(base_loss))
 

@@ -92,7 +92,8 @@ class AlignedDictionaryMixin:
             args += (k if k is not None else stored,)
         elif k is not None:
             raise ValueError(f"{cls.__name__} has no k (got k={k})")
-        model = cls(*args)
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten; leave the caller's RNG alone
+            model = cls(*args)
         load_state_dict_strict(model, state_dict, cls.__name__)  # type: ignore[arg-type]
         return model
 
@@ -128,21 +129,22 @@ class AlignedAutoEncoder(AlignedDictionaryMixin, AutoEncoder):
         self.encoder.bias *= norms
 
 
-class AlignedAutoEncoderTopK(AlignedDictionaryMixin, AutoEncoderTopK):
-    """``AutoEncoderTopK`` with aligned encoder rows; at init (``U = 0``, unit decoder) it equals the base's tied init."""
+class _AlignedKDictionary(AlignedDictionaryMixin):
+    """TopK-family constructor ``(activation_dim, dict_size, k)``: the base's tied unit-norm init, then ``U = 0``.
+
+    At init the encoder therefore equals the base's (``E = Dᵀ``), so the first forward pass is the base's.
+    """
 
     USES_K = True
 
     def __init__(self, activation_dim: int, dict_size: int, k: int) -> None:
-        super().__init__(activation_dim, dict_size, k)
+        super().__init__(activation_dim, dict_size, k)  # type: ignore[call-arg]
         self._align_encoder()
 
 
-class AlignedBatchTopKSAE(AlignedDictionaryMixin, BatchTopKSAE):
-    """``BatchTopKSAE`` with aligned encoder rows; at init (``U = 0``, unit decoder) it equals the base's tied init."""
+class AlignedAutoEncoderTopK(_AlignedKDictionary, AutoEncoderTopK):
+    """``AutoEncoderTopK`` (TopKTrainer) with aligned encoder rows."""
 
-    USES_K = True
 
-    def __init__(self, activation_dim: int, dict_size: int, k: int) -> None:
-        super().__init__(activation_dim, dict_size, k)
-        self._align_encoder()
+class AlignedBatchTopKSAE(_AlignedKDictionary, BatchTopKSAE):
+    """``BatchTopKSAE`` (BatchTopKTrainer) with aligned encoder rows."""
