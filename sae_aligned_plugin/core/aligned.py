@@ -41,11 +41,7 @@ class _AlignedEncoder(torch.autograd.Function):
         sq_norm = _rowdot(decoder, decoder)
         gamma = (1.0 - _rowdot(decoder, free)) / sq_norm
         encoder = torch.addcmul(free, gamma, decoder)
-        # Refinement e ← e + (1 − ⟨e, d⟩)/||d||²·d: zero in exact arithmetic, it removes the fp32 error left by
-        # cancellation when u_i is nearly parallel to d_i and by the rounding of ||d_i||². Twice covers
-        # |⟨u_i, d_i⟩| up to ~1e9.
-        for _ in range(2):
-            encoder.addcmul_((1.0 - _rowdot(encoder, decoder)) / sq_norm, decoder)
+        _snap_to_alignment_(encoder, decoder, sq_norm)  # zero in exact arithmetic: values are the formula's
         ctx.save_for_backward(decoder, sq_norm, gamma, encoder)
         return encoder
 
@@ -72,5 +68,16 @@ def project_encoder_to_alignment(encoder: Tensor, decoder: Tensor) -> Tensor:
     Returns the projected rows in fp32; the caller copies them into its parameter.
     """
     d = decoder.float()
-    excess = alignment_scores(encoder, d) - 1.0
-    return encoder.float() - (excess / d.pow(2).sum(dim=-1)).unsqueeze(-1) * d
+    return _snap_to_alignment_(encoder.float().clone(), d, _rowdot(d, d))
+
+
+def _snap_to_alignment_(rows: Tensor, decoder: Tensor, sq_norm: Tensor) -> Tensor:
+    """In place, twice: ``e_i ← e_i + (1 − ⟨e_i, d_i⟩)/||d_i||²·d_i``.
+
+    The second pass removes the fp32 error of the first (cancellation when ``e_i`` has a large component along
+    ``d_i``, and the rounding of ``||d_i||²``), so ``|⟨e_i, d_i⟩ − 1| ≲ 1e-7·||e_i||·||d_i||`` for
+    ``|⟨e_i, d_i⟩|`` up to ~1e9.
+    """
+    for _ in range(2):
+        rows.addcmul_((1.0 - _rowdot(rows, decoder)) / sq_norm, decoder)
+    return rows

@@ -27,23 +27,43 @@ from sae_aligned_plugin.dictionary_learning.dictionaries import (
     AlignedBatchTopKSAE,
     AlignedLinearEncoder,
 )
+from sae_aligned_plugin.core.aligned import project_encoder_to_alignment
 from sae_aligned_plugin.validation import ConfigError, check_activations, validate_sparsity_config
 
 
+ALIGNMENTS = ("reparameterized", "projected")
+
+
 class _AlignedTrainer:
-    """Common part: default dictionary, validation, batch checks and config names. Put it before the host trainer."""
+    """Common part: default dictionary, validation, batch checks and config names. Put it before the host trainer.
+
+    ``alignment="projected"`` is the spec's ablation (§3.3), not the method: the library's own dictionary with a
+    free encoder, snapped onto ``⟨e_i, d_i⟩ = 1`` after every optimiser step.
+    """
 
     DICTIONARY: ClassVar[type[nn.Module]]
     ae: Any
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, alignment: str = "reparameterized", **kwargs: Any) -> None:
+        if alignment not in ALIGNMENTS:
+            raise ConfigError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+        self.alignment = alignment
         host_init = super().__init__  # the library trainer's constructor (next in the MRO)
         bound = inspect.signature(host_init).bind(*args, **kwargs)
-        bound.arguments.setdefault("dict_class", self.DICTIONARY)
+        if alignment == "reparameterized":
+            bound.arguments.setdefault("dict_class", self.DICTIONARY)
         bound.arguments.setdefault("wandb_name", type(self).__name__)
         bound.apply_defaults()
         self._validate(dict(bound.arguments))
         host_init(**bound.arguments)
+        if alignment == "projected":
+            self._snap_encoder()
+
+    @torch.no_grad()
+    def _snap_encoder(self) -> None:
+        """Projected-gradient ablation: ``e_i ← e_i − (⟨e_i, d_i⟩ − 1)·d_i/||d_i||²`` on the free encoder."""
+        weight = self.ae.encoder.weight
+        weight.copy_(project_encoder_to_alignment(weight, self.ae.decoder.weight.T))
 
     def _validate(self, arguments: dict[str, Any]) -> None:
         """Reject impossible configs (k outside (0, dict_size], negative penalties / lr) before anything is built."""
@@ -52,11 +72,15 @@ class _AlignedTrainer:
     def update(self, step: int, activations: Tensor) -> Any:
         """The base update, after checking the batch width and finiteness (raises ``ValueError``, nothing changed)."""
         check_activations(activations, self.ae.activation_dim)
-        return super().update(step, activations)  # type: ignore[misc]
+        loss = super().update(step, activations)  # type: ignore[misc]
+        if self.alignment == "projected":
+            self._snap_encoder()
+        return loss
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "trainer_class": type(self).__name__, "dict_class": type(self.ae).__name__}  # type: ignore[misc]
+        return {**super().config, "trainer_class": type(self).__name__, "dict_class": type(self.ae).__name__,  # type: ignore[misc]
+                "alignment": self.alignment}
 
 
 class _AlignedReLUFamily(_AlignedTrainer):

@@ -1,0 +1,346 @@
+"""MetaSAE joint training (Levinson, arXiv 2604.03436): framework-free math in plain torch.
+
+Spec: ``shared/papers/metasae.md``. A small BatchTopK *meta SAE* sparsely rebuilds the primary's unit-norm
+decoder rows; the primary pays ``λ2 · mean_i p_i`` wherever a row is easy to rebuild (§2.1)::
+
+    w_i = W_dec[i] / ||W_dec[i]||                 (unit rows; the paper's rows are unit by constraint)
+    ŵ_i = meta(w.detach())_i                      (no_grad, whole decoder as one batch: a constant target)
+    p_i = exp(−Σ_d (w_i,d − ŵ_i,d)² / σ²)         (squared error SUMMED over d, in row space)
+
+Unit-normalising inside the penalty keeps it invariant to the row norms (which SAELens's TopK family leaves free
+and rescales by), so it cannot be escaped through the norm (§7.3 item 5); at unit rows it is the paper's formula
+and its gradient is the paper's gradient after its tangential projection.
+
+The meta SAE trains in alternation (§2.3): ``n_p`` primary steps, then ``n_m`` meta steps on the detached decoder
+as one batch, with its own Adam. :class:`MetaCritic` bundles the meta SAE, that Adam (state in buffers, so a
+``state_dict`` round-trips it) and the schedule counter; adapters call :meth:`MetaCritic.before_primary_step`
+and :meth:`MetaCritic.penalty` once per primary step. The meta SAE's parameters never get a ``.grad`` (its step
+uses ``torch.autograd.grad``), so a primary optimiser that holds them never moves them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.adam import adam as functional_adam
+
+from sae_aligned_plugin.validation import ConfigError
+
+META_SIZE_FRACTION = 1800 / 20480
+"""The paper's meta size m = 1,800 for n = 20,480 primary latents (≈ 8.8 %, §1.2)."""
+STD_EPS = 1e-5
+"""Per-row standardisation ``(x − mean)/(std + 1e-5)`` (§1.2; the authors' ``input_unit_norm``)."""
+
+
+def default_meta_size(n_latents: int) -> int:
+    """``round(0.0879 · n)`` (at least 1): the paper's meta/primary size ratio (§1.2)."""
+    return max(1, round(META_SIZE_FRACTION * n_latents))
+
+
+@dataclass(frozen=True)
+class MetaSAEConfig:
+    """Everything the joint method adds to a primary SAE with ``n_latents`` decoder rows of width ``d_in``.
+
+    Defaults are the paper's selected configuration (Summary, §2.3): meta k = 8, λ2 = 0.3, σ² = 1,
+    n_p = 10 / n_m = 5, Adam lr 3e-4 with betas (0.9, 0.99), AuxK top-512 at weight 1/32, dead after 5 inactive
+    meta steps. Raises :class:`~sae_aligned_plugin.validation.ConfigError` for impossible values.
+    """
+
+    n_latents: int
+    d_in: int
+    meta_size: int
+    meta_k: float = 8.0
+    lambda2: float = 0.3
+    sigma_sq: float = 1.0
+    primary_steps: int = 10
+    meta_steps: int = 5
+    lr: float = 3e-4
+    beta1: float = 0.9
+    beta2: float = 0.99
+    aux_k: int = 512
+    aux_coefficient: float = 1 / 32
+    dead_after: int = 5
+    threshold_lr: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"MetaSAE: {message}")
+
+        need(self.n_latents > 0 and self.d_in > 0, f"d_sae and d_in must be positive, got {self.n_latents}, {self.d_in}")
+        need(0 < self.meta_size < self.n_latents,
+             f"the meta size must satisfy 0 < meta_d_sae < d_sae (={self.n_latents}), got {self.meta_size}; the paper "
+             f"uses about 9 % of d_sae ({default_meta_size(self.n_latents)} here)")
+        need(0 < self.meta_k <= self.meta_size,
+             f"meta_k must satisfy 0 < meta_k <= meta_d_sae (={self.meta_size}), got {self.meta_k}")
+        need(self.sigma_sq > 0 and math.isfinite(self.sigma_sq),
+             f"sigma_sq (the penalty bandwidth σ²) must be positive and finite, got {self.sigma_sq}")
+        need(self.lambda2 >= 0 and math.isfinite(self.lambda2), f"lambda2 must be >= 0 and finite, got {self.lambda2}")
+        need(self.primary_steps >= 1 and self.meta_steps >= 0,
+             f"need n_primary_steps >= 1 and n_meta_steps >= 0, got {self.primary_steps}, {self.meta_steps}")
+        need(self.lr >= 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+             f"meta Adam needs lr >= 0 and betas in [0, 1), got lr={self.lr}, betas=({self.beta1}, {self.beta2})")
+        need(self.aux_k >= 1 and self.aux_coefficient >= 0 and self.dead_after >= 1,
+             f"need meta_aux_k >= 1, meta_aux_coefficient >= 0, meta_dead_after >= 1, "
+             f"got {self.aux_k}, {self.aux_coefficient}, {self.dead_after}")
+        need(0 < self.threshold_lr <= 1, f"meta_threshold_lr must be in (0, 1], got {self.threshold_lr}")
+
+
+def unit_rows(decoder: Tensor) -> Tensor:
+    """``W_dec[i] / ||W_dec[i]||`` (differentiable; zero rows stay zero)."""
+    return decoder / decoder.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def standardise_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x − mean_d x)/(std_d x + 1e-5)`` per row (unbiased std), with the mean and std to map back (§1.1)."""
+    mean = rows.mean(dim=-1, keepdim=True)
+    centred = rows - mean
+    std = centred.std(dim=-1, keepdim=True)
+    return centred / (std + STD_EPS), mean, std
+
+
+class SparseCodes(NamedTuple):
+    """BatchTopK codes of a ``[B, m]`` batch, row-major: entry ``j`` is ``values[j]`` at latent ``cols[j]`` of the row
+    whose bag (``offsets[r]:offsets[r+1]``) holds ``j``; rows may hold any number of entries, zero included."""
+
+    cols: Tensor
+    values: Tensor
+    offsets: Tensor
+
+    def dense(self, n_rows: int, width: int) -> Tensor:
+        """The ``[n_rows, width]`` code matrix (for tests and small inputs)."""
+        counts = torch.diff(self.offsets, append=self.offsets.new_tensor([self.cols.numel()]))
+        rows = torch.repeat_interleave(torch.arange(n_rows, device=self.cols.device), counts)
+        return torch.zeros(n_rows, width, dtype=self.values.dtype, device=self.values.device).index_put(
+            (rows, self.cols), self.values)
+
+
+def batch_topk(pre: Tensor, k: float) -> SparseCodes:
+    """Keep the ``int(k·B)`` largest entries of ``relu(pre)`` over the whole ``[B, m]`` batch (§1.1), sparsely.
+
+    Differentiable w.r.t. ``pre`` through the kept values; decoding is a weighted ``embedding_bag`` (no dense
+    ``[B, m]`` code matrix, no dense decoder matmul).
+    """
+    n_rows, width = pre.shape
+    flat = F.relu(pre).flatten()
+    top = flat.topk(min(int(k * n_rows), flat.numel()), sorted=False)
+    index, order = top.indices.sort()
+    counts = torch.bincount(index // width, minlength=n_rows)
+    return SparseCodes(index % width, top.values[order], counts.cumsum(0) - counts)
+
+
+def decomposability_penalty(rows: Tensor, target: Tensor, sigma_sq: float) -> tuple[Tensor, Tensor]:
+    """``(p, e)`` per row: ``e_i = Σ_d (rows_i,d − target_i,d)²`` and ``p_i = exp(−e_i/σ²) ∈ (0, 1]`` (§2.1).
+
+    The gradient of ``mean_i p_i`` w.r.t. ``rows[i]`` is ``−(2 p_i/(n σ²))·(rows_i − target_i)``: it pushes each
+    row away from its (constant) meta reconstruction.
+    """
+    sq_error = (rows - target).pow(2).sum(dim=-1)
+    return torch.exp(-sq_error / sigma_sq), sq_error
+
+
+class MetaForward(NamedTuple):
+    """One meta forward pass on standardised rows ``x``: pre-activations, BatchTopK codes, reconstruction."""
+
+    x: Tensor
+    pre: Tensor
+    codes: SparseCodes
+    recon: Tensor
+
+
+class MetaSAE(nn.Module):
+    """BatchTopK SAE over decoder rows (§1.2): ``a = relu((x̃ − b_dec) W_enc)``, top ``k·B`` kept, ``x̂̃ = z W_dec + b_dec``.
+
+    ``x̃`` is each row standardised over its ``d_in`` entries; :meth:`forward` maps the output back to the row's
+    scale. No encoder bias (the authors' ``b_enc`` is unused). Init: Kaiming-uniform ``W_enc``, ``W_dec = W_encᵀ``
+    with unit rows, ``b_dec = 0``, from a private generator seeded with ``seed`` (the caller's RNG does not move).
+    Buffers: ``steps_inactive`` (consecutive meta steps without firing, int64) and ``threshold`` (EMA of the
+    smallest kept code, used by the JumpReLU export; −1 until the first meta step).
+    """
+
+    def __init__(self, d_in: int, d_sae: int, k: float, *, aux_k: int = 512, aux_coefficient: float = 1 / 32,
+                 dead_after: int = 5, threshold_lr: float = 0.01, seed: int = 0) -> None:
+        super().__init__()
+        self.d_in, self.d_sae, self.k = d_in, d_sae, k
+        self.aux_k, self.aux_coefficient, self.dead_after, self.threshold_lr = aux_k, aux_coefficient, dead_after, threshold_lr
+        generator = torch.Generator().manual_seed(seed)
+        w_enc = nn.init.kaiming_uniform_(torch.empty(d_in, d_sae), generator=generator)
+        self.W_enc = nn.Parameter(w_enc)
+        self.W_dec = nn.Parameter(unit_rows(w_enc.T.clone()))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("steps_inactive", torch.zeros(d_sae, dtype=torch.int64))
+        self.register_buffer("threshold", torch.tensor(-1.0))
+
+    def encode_standardised(self, x: Tensor) -> MetaForward:
+        """Codes and reconstruction of standardised rows. ``x W_enc − b_dec W_enc`` equals ``(x − b_dec) W_enc`` and
+        spares autograd the ``[B, d]`` input gradient."""
+        pre = x @ self.W_enc - self.b_dec @ self.W_enc
+        codes = batch_topk(pre, self.k)
+        recon = F.embedding_bag(codes.cols, self.W_dec, codes.offsets, mode="sum", per_sample_weights=codes.values)
+        return MetaForward(x, pre, codes, recon + self.b_dec)
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """Reconstruction of ``rows`` in row space (``x̂̃·std + mean``)."""
+        x, mean, std = standardise_rows(rows)
+        return self.encode_standardised(x).recon * std + mean
+
+    def dead_mask(self) -> Tensor:
+        return self.steps_inactive >= self.dead_after
+
+    def loss(self, out: MetaForward) -> tuple[Tensor, Tensor, Tensor]:
+        """``(total, mse, aux)``: ``mse = mean_{i,d}(x̂̃ − x̃)²`` plus AuxK on dead latents (§1.2).
+
+        AuxK: the top ``min(aux_k, #dead)`` ReLU pre-activations of dead latents per row rebuild the residual
+        ``x̃ − x̂̃`` (not detached, as written in the spec), ``aux = aux_coefficient · mean(...)²``.
+        """
+        residual = out.x - out.recon
+        mse = residual.pow(2).mean()
+        dead = self.dead_mask()
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return mse, mse, mse.new_zeros(())
+        dead_pre = F.relu(out.pre[:, dead])
+        top = dead_pre.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
+        aux_acts = torch.zeros_like(dead_pre).scatter_(-1, top.indices, top.values)
+        aux = self.aux_coefficient * (aux_acts @ self.W_dec[dead] - residual).pow(2).mean()
+        return mse + aux, mse, aux
+
+    @torch.no_grad()
+    def record_firing(self, codes: SparseCodes) -> None:
+        """Update the inactivity counters and the export threshold after a meta training step."""
+        positive = codes.values > 0
+        fired = torch.bincount(codes.cols[positive], minlength=self.d_sae) > 0
+        self.steps_inactive.add_(1).masked_fill_(fired, 0)
+        if bool(positive.any()):
+            smallest = codes.values[positive].min().to(self.threshold.dtype)
+            rate = 1.0 if float(self.threshold) < 0 else self.threshold_lr
+            self.threshold.lerp_(smallest, rate)
+
+
+class MetaAdam(nn.Module):
+    """Adam for the meta SAE (§2.3: its own optimiser), with its state as buffers so checkpoints carry it.
+
+    Uses ``torch.optim.adam.adam`` (PyTorch's own update); ``exp_avg_<name>``/``exp_avg_sq_<name>`` per parameter
+    and an int64 ``step`` counter.
+    """
+
+    def __init__(self, params: dict[str, nn.Parameter], lr: float, betas: tuple[float, float]) -> None:
+        super().__init__()
+        self.names = list(params)
+        self.lr, self.betas = lr, betas
+        for name, param in params.items():
+            self.register_buffer(f"exp_avg_{name}", torch.zeros_like(param.detach()))
+            self.register_buffer(f"exp_avg_sq_{name}", torch.zeros_like(param.detach()))
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def update(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        """One Adam update of ``params`` (in ``self.names`` order) with ``grads``."""
+        steps = [torch.tensor(float(self.step)) for _ in params]  # incremented in place by the update
+        functional_adam(
+            params, grads, [getattr(self, f"exp_avg_{n}") for n in self.names],
+            [getattr(self, f"exp_avg_sq_{n}") for n in self.names], [], steps,
+            amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr, weight_decay=0.0, eps=1e-8,
+            maximize=False,
+        )
+        self.step.add_(1)
+
+
+class PenaltyTerms(NamedTuple):
+    """``loss = λ2 · mean_i p_i`` (differentiable w.r.t. the decoder only) and detached diagnostics."""
+
+    loss: Tensor
+    mean_p: Tensor
+    mean_sq_error: Tensor
+
+
+class MetaStepStats(NamedTuple):
+    """Diagnostics of the last meta step (detached)."""
+
+    loss: Tensor
+    mse: Tensor
+    aux: Tensor
+
+
+class MetaCritic(nn.Module):
+    """The meta SAE, its Adam and the alternating schedule, for one primary decoder ``[n_latents, d_in]``.
+
+    Per primary step: :meth:`before_primary_step` (runs ``n_m`` meta steps when ``n_p`` primary steps have passed
+    since the last meta phase, primary first: P×n_p, M×n_m, P×n_p, ...), then :meth:`penalty` in the primary loss.
+    ``primary_step`` and ``meta_step`` are int64 buffers.
+    """
+
+    def __init__(self, config: MetaSAEConfig, sae: MetaSAE | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.sae = sae if sae is not None else MetaSAE(
+            config.d_in, config.meta_size, config.meta_k, aux_k=config.aux_k, aux_coefficient=config.aux_coefficient,
+            dead_after=config.dead_after, threshold_lr=config.threshold_lr, seed=config.seed)
+        self.optimizer = MetaAdam(dict(self.sae.named_parameters()), config.lr, (config.beta1, config.beta2))
+        self.register_buffer("primary_step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("meta_step", torch.zeros((), dtype=torch.int64))
+        self.last_meta: MetaStepStats | None = None
+        self.last_penalty: PenaltyTerms | None = None
+
+    def meta_steps_due(self, primary_step: int) -> int:
+        """Meta steps to run before 0-based primary step ``t``: ``n_m`` if ``t > 0`` and ``t % n_p == 0``, else 0."""
+        return self.config.meta_steps if primary_step > 0 and primary_step % self.config.primary_steps == 0 else 0
+
+    def before_primary_step(self, decoder: Tensor) -> int:
+        """Run the meta phase if it is due, then count one primary step; returns the meta steps run."""
+        due = self.meta_steps_due(int(self.primary_step))
+        for _ in range(due):
+            self.meta_train_step(decoder)
+        self.primary_step.add_(1)
+        return due
+
+    def meta_train_step(self, decoder: Tensor) -> MetaStepStats:
+        """One meta step on ``unit_rows(decoder).detach()`` as one batch: loss, decoder-gradient projection and
+        renormalisation of the meta's rows, Adam (§1.1 constraint, §2.3). Only the meta SAE changes."""
+        sae = self.sae
+        rows = unit_rows(decoder.detach()).to(sae.W_dec.dtype)
+        params = [getattr(sae, name) for name in self.optimizer.names]
+        with torch.enable_grad():
+            out = sae.encode_standardised(standardise_rows(rows)[0])
+            loss, mse, aux = sae.loss(out)
+            grads = list(torch.autograd.grad(loss, params))
+        with torch.no_grad():
+            i = self.optimizer.names.index("W_dec")
+            direction = unit_rows(sae.W_dec)
+            grads[i] = grads[i] - (grads[i] * direction).sum(-1, keepdim=True) * direction
+            sae.W_dec.copy_(direction)
+            self.optimizer.update(params, grads)
+            sae.record_firing(out.codes)
+        self.meta_step.add_(1)
+        self.last_meta = MetaStepStats(loss.detach(), mse.detach(), aux.detach())
+        return self.last_meta
+
+    def penalty(self, decoder: Tensor) -> PenaltyTerms:
+        """``λ2 · mean_i p_i`` on the unit rows of ``decoder`` (§2.1), in fp32; the meta is a frozen critic:
+        ``Ŵ`` is computed under ``no_grad`` from the detached rows, so the gradient reaches ``decoder`` only."""
+        rows = unit_rows(decoder.float())
+        with torch.no_grad():
+            target = self.sae(rows.detach().to(self.sae.W_dec.dtype)).float()
+        p, sq_error = decomposability_penalty(rows, target, self.config.sigma_sq)
+        mean_p = p.mean()
+        self.last_penalty = PenaltyTerms(self.config.lambda2 * mean_p, mean_p.detach(), sq_error.mean().detach())
+        return self.last_penalty
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, Tensor]:
+        """Scalars for logging: mean penalty ``p``, its squared error, the last meta loss terms, meta dead fraction."""
+        out = {"metasae/meta_dead_fraction": self.sae.dead_mask().float().mean(),
+               "metasae/meta_steps": self.meta_step.clone()}
+        if self.last_penalty is not None:
+            out["metasae/mean_p"] = self.last_penalty.mean_p
+            out["metasae/row_sq_error"] = self.last_penalty.mean_sq_error
+        if self.last_meta is not None:
+            out["metasae/meta_mse"] = self.last_meta.mse
+            out["metasae/meta_aux_loss"] = self.last_meta.aux
+        return out
