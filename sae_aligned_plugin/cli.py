@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="the offline comparison of baseline vs plugin SAEs (main job)",
                              add_help=False)
     compare.set_defaults(handler=_compare)
+    from sae_aligned_plugin.commands import add_subcommands  # eval, publish, pull, diagnose
+
+    add_subcommands(sub)
     return parser
 
 

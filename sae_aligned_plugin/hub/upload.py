@@ -1,0 +1,130 @@
+"""``sae-aligned publish``: upload SAELens SAE folders to a Hugging Face repo in SAELens's layout.
+
+Layout: ``<repo>/<sae_id>/{cfg.json, sae_weights.safetensors, sparsity.safetensors, runner_cfg.json}`` (the files
+SAELens's own uploader keeps), ``<repo>/<sae_id>/<sub>/...`` for every sub-folder that is itself a SAELens SAE
+folder (a MetaSAE's meta SAE: load it as ``sae_id/<sub>``), and a generated ``README.md`` model card. Unlike
+SAELens's uploader this supports a token, private repos and non-``main`` branches.
+
+The user's folders are only read: files are copied to a temporary staging folder, and the upload is one commit
+(``HfApi.upload_folder``), so a failed or interrupted upload changes nothing locally or in the repo and the same
+call can simply be repeated.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from huggingface_hub import HfApi
+
+from sae_aligned_plugin.hub.card import model_card
+from sae_aligned_plugin.saelens.loading import CFG_FILENAME, read_sae_folder_config
+
+SAELENS_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_SAE_ID = re.compile(r"^[\w.-]+(/[\w.-]+)*$")
+
+
+class PublishError(RuntimeError):
+    """The upload failed; the local folders are unchanged and the call can be retried."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What was uploaded: the repo, branch, SAE ids (meta folders included) and every path in the repo."""
+
+    repo_id: str
+    revision: str
+    sae_ids: tuple[str, ...]
+    files: tuple[str, ...]
+    commit_url: str | None
+
+
+def check_repo_id(repo_id: str) -> None:
+    """``namespace/name``, e.g. ``alice/my-saes``; anything else raises ``ValueError`` saying so."""
+    if "/" not in repo_id:
+        raise ValueError(f"repo id {repo_id!r} has no namespace: use 'your-username/{repo_id}' or "
+                         f"'your-org/{repo_id}'")
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"invalid repo id {repo_id!r}: expected 'namespace/name' with letters, digits, '-', '_', '.'")
+
+
+def sae_folders(saes: Mapping[str, str | Path] | Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """``(sae_id, folder)`` for each SAE and each SAELens sub-folder (``sae_id/<sub>``), all checked."""
+    pairs = list(saes.items()) if isinstance(saes, Mapping) else [(Path(f).resolve().name, f) for f in saes]
+    if not pairs:
+        raise ValueError("nothing to publish: give at least one SAE folder")
+    result: list[tuple[str, Path]] = []
+    for sae_id, folder in pairs:
+        if not _SAE_ID.match(sae_id) or {".", ".."} & set(sae_id.split("/")):
+            raise ValueError(f"invalid sae_id {sae_id!r}: use letters, digits, '-', '_', '.' and '/' between parts")
+        read_sae_folder_config(folder)
+        result.append((sae_id, Path(folder)))
+        for sub in sorted(Path(folder).iterdir()):
+            if sub.is_dir() and (sub / CFG_FILENAME).is_file():
+                read_sae_folder_config(sub)
+                result.append((f"{sae_id}/{sub.name}", sub))
+    ids = [sae_id for sae_id, _ in result]
+    duplicates = sorted({sae_id for sae_id in ids if ids.count(sae_id) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate sae_id(s) {duplicates}: name the SAEs, e.g. SAE_ID=FOLDER")
+    return result
+
+
+def stage(folders: Sequence[tuple[str, Path]], staging: Path, card: str | None) -> list[str]:
+    """Copy the SAELens files of each folder to ``staging/<sae_id>/`` (and the card); return repo paths."""
+    files = []
+    for sae_id, folder in folders:
+        for name in SAELENS_FILES:
+            if (folder / name).is_file():
+                (staging / sae_id).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / name, staging / sae_id / name)
+                files.append(f"{sae_id}/{name}")
+    if card is not None:
+        (staging / "README.md").write_text(card)
+        files.append("README.md")
+    return sorted(files)
+
+
+def publish(
+    saes: Mapping[str, str | Path] | Sequence[str | Path],
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    revision: str = "main",
+    commit_message: str | None = None,
+    card: bool = True,
+) -> PublishResult:
+    """Upload SAE folders (``{sae_id: folder}``, or folders named by their folder name) to ``repo_id``.
+
+    Creates the repo if needed (``private`` applies to a new repo; an existing public repo is refused when
+    ``private=True``). Load the result with ``SAE.from_pretrained(repo_id, sae_id)`` after
+    ``import sae_aligned_plugin``.
+    """
+    check_repo_id(repo_id)
+    folders = sae_folders(saes)
+    sae_ids = tuple(sae_id for sae_id, _ in folders)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="sae_aligned_publish_") as tmp:
+        files = stage(folders, Path(tmp), model_card(repo_id, folders) if card else None)
+        try:
+            api.create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
+            if private and not getattr(api.repo_info(repo_id, token=token), "private", True):
+                raise PublishError(f"{repo_id} exists and is public, but --private was asked: make it private on "
+                                   "the hub first, or publish without --private")
+            if revision != "main":
+                api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, token=token,
+                                       repo_type="model", commit_message=commit_message or
+                                       f"Upload SAEs {', '.join(sae_ids)} with sae-aligned-plugin")
+        except PublishError:
+            raise
+        except Exception as error:  # network, auth, interrupted transfer: all leave the local folders as they were
+            raise PublishError(f"upload to {repo_id} failed ({type(error).__name__}: {error}); the local folders are "
+                               "unchanged and nothing was committed: run the same command again to retry") from error
+    return PublishResult(repo_id, revision, sae_ids, tuple(files), getattr(commit, "commit_url", None))
