@@ -40,8 +40,21 @@ def read_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(sae, dict) or "architecture" not in sae:
         raise ValueError("config needs an 'sae' mapping with an 'architecture' key")
     check_sae_config(sae)
+    _check_runner_keys(config)
     config.setdefault("logger", {"log_to_wandb": False})
     return config
+
+
+def _check_runner_keys(config: dict[str, Any]) -> None:
+    """SAELens ignores misspelt top-level keys in some paths and fails obscurely in others: name them."""
+    import dataclasses
+
+    from sae_lens import LanguageModelSAERunnerConfig
+
+    valid = {f.name for f in dataclasses.fields(LanguageModelSAERunnerConfig)} | {"offline"}
+    unknown = sorted(set(config) - valid)
+    if unknown:
+        raise ValueError(f"unknown top-level config keys: {unknown}; see LanguageModelSAERunnerConfig for valid ones")
 
 
 def runner_config(config: dict[str, Any]) -> Any:

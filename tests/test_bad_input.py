@@ -112,3 +112,8 @@ def test_checkpoint_errors_are_clear(tmp_path):
     save_file({"W_dec": torch.zeros(2)}, unknown / "sae_weights.safetensors")
     with pytest.raises(UnknownArchitectureError, match="someone_elses_sae.*Registered: .*aligned_topk"):
         load_sae(unknown)
+
+
+def test_typo_in_runner_config_key_is_an_error():
+    with pytest.raises(ValueError, match=r"unknown top-level config keys: \['trainig_tokens'\]"):
+        read_config({"sae": {"architecture": "aligned_topk", "d_in": 8, "d_sae": 16, "k": 4}, "trainig_tokens": 10})
