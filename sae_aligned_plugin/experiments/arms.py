@@ -1,0 +1,41 @@
+"""The compared architectures, as data: the loop in :mod:`~sae_aligned_plugin.experiments.compare` only reads this.
+
+An :class:`Arm` names a registered SAELens training architecture, the *hyperparameter family* whose settings it
+trains with (an aligned arm uses exactly its baseline's settings: the method adds no hyperparameters), and the
+baseline it is compared against (``None`` for a baseline). The table lists arms in this order, so each plugin arm
+sits right below its baseline. To compare a new pair, append two entries (and, for a new family, add its settings
+to ``FAMILY_PARAMETERS`` in :mod:`~sae_aligned_plugin.experiments.compare`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Arm:
+    architecture: str
+    """Registered SAELens training architecture (``TrainingSAEConfig.from_dict({"architecture": ...})``)."""
+    family: str
+    """Key of the per-source hyperparameters it trains with (e.g. ``"standard"`` → ``l1_coefficient``)."""
+    baseline: str | None = None
+    """Architecture of the arm it is compared against; ``None`` for a baseline."""
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("standard", family="standard"),
+    Arm("aligned_standard", family="standard", baseline="standard"),
+    Arm("topk", family="topk"),
+    Arm("aligned_topk", family="topk", baseline="topk"),
+)
+
+
+def select_arms(names: list[str] | None, arms: tuple[Arm, ...] = ARMS) -> list[Arm]:
+    """The arms named in ``names`` (all if ``None``), in table order; unknown names raise ``ValueError``."""
+    if names is None:
+        return list(arms)
+    known = {arm.architecture for arm in arms}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; known arms: {', '.join(arm.architecture for arm in arms)}")
+    return [arm for arm in arms if arm.architecture in names]

@@ -1,0 +1,90 @@
+"""``sae-aligned compare --quick``: both data sources, every arm, two seeds; checks the numbers it writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sae_aligned_plugin.experiments.arms import ARMS
+from sae_aligned_plugin.experiments.compare import SOURCES, main
+
+SEEDS = (0, 1)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("compare")
+    assert main(["--quick", "--seeds", str(len(SEEDS)), "--sources", ",".join(SOURCES), "--out", str(out),
+                 "--no-progress"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _runs(results: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(run["source"], run["architecture"], run["seed"]): run for run in results["runs"]}
+
+
+def test_every_source_arm_and_seed_has_an_entry(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    expected = {(source, arm.architecture, seed) for source in SOURCES for arm in ARMS for seed in SEEDS}
+    assert set(_runs(results)) == expected
+    assert len(results["runs"]) == len(expected)
+    assert {(row["source"], row["architecture"]) for row in results["summary"]} == {key[:2] for key in expected}
+
+
+def test_aligned_arms_sit_at_one_and_baselines_do_not(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    for (source, architecture, seed), run in _runs(results).items():
+        alignment = run["alignment"]
+        if architecture.startswith("aligned_"):
+            assert alignment["max_abs_deviation_from_one"] <= 1e-6, (source, architecture, seed)
+            assert alignment["raw_std"] < 1e-5
+        else:
+            assert alignment["raw_std"] > 0.01, (source, architecture, seed, alignment["raw_std"])
+            assert alignment["max_abs_deviation_from_one"] > 1e-3
+
+
+def test_metrics_are_in_range(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    for key, run in _runs(results).items():
+        assert math.isfinite(run["explained_variance"]) and -1.0 < run["explained_variance"] <= 1.0, key
+        assert 0.0 <= run["dead_fraction"] <= 1.0, key
+        assert run["dead_window_tokens"] == results["sources"][key[0]]["n_test_tokens" if key[0] == "minilm"
+                                                                    else "n_test"]
+        assert 0.0 <= run["l0"] <= run["sae_params"].get("k", math.inf), key
+        if key[0] == "synthetic":
+            assert 0.0 <= run["mcc"] <= 1.0, key
+        else:
+            assert "mcc" not in run
+    for row in results["summary"]:
+        stability = row["stability"]
+        assert len(stability["pairs"]) == 1  # two seeds: one pair
+        for name in ("decoder_mmcs", "encoder_mmcs", "hungarian_shared_fraction"):
+            assert -1.0 <= stability[name] <= 1.0, (row["source"], row["architecture"], name)
+
+
+def test_minilm_cache_and_split(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    info = results["sources"]["minilm"]
+    assert info["n_text_tokens"] == 1800  # the quick slice of text
+    assert info["n_train_tokens"] + info["n_test_tokens"] == info["n_text_tokens"]  # [CLS]/[SEP]/padding dropped
+    assert info["n_test_tokens"] > 0
+    assert len(list((out / "cache").glob("minilm_*.safetensors"))) == 1
+
+
+def test_plots_and_table(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    plots = [Path(path) for path in results["plots"]]
+    assert len(plots) == len(SOURCES) * (len(ARMS) + 1)
+    for path in plots:
+        assert path.parent == out / "plots"
+        assert path.read_bytes()[:8] == PNG_MAGIC
+    table = (out / "results.md").read_text()
+    for source in SOURCES:
+        rows = [line for line in table.splitlines() if line.startswith(f"| {source} | ")]
+        assert [row.split(" | ")[1] for row in rows] == [arm.architecture for arm in ARMS]
+    assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporary files
