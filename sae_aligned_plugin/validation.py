@@ -62,3 +62,23 @@ def validate_sparsity_config(cfg: Any) -> None:
 def _first_attribute(obj: Any, *names: str) -> Any:
     """The value of the first of ``names`` that ``obj`` has (0 included), else None."""
     return next((getattr(obj, name) for name in names if hasattr(obj, name)), None)
+
+
+def validate_isae_config(cfg: Any) -> None:
+    """iSAE / iSAE-ME checks on top of :func:`validate_sparsity_config` (spec ``shared/papers/isae.md`` §2, §7).
+
+    ``encoder_steps`` (T) ≥ 1; ``step_matrix_rank`` None (dense F) or in [1, d_sae]; ``aux_k`` None or in
+    [1, d_sae]; ``arip_support_multiplier`` ≥ 1. Works on SAELens configs and on trainer keyword namespaces.
+    """
+    validate_sparsity_config(cfg)
+    d_sae = _first_attribute(cfg, "d_sae", "dict_size")
+    steps = getattr(cfg, "encoder_steps", 1)
+    if not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"encoder_steps (T, the number of encoder steps) must be an integer >= 1, got {steps!r}")
+    for name in ("step_matrix_rank", "aux_k"):
+        value = getattr(cfg, name, None)
+        if value is not None and (not isinstance(value, int) or not 1 <= value <= d_sae):
+            raise ConfigError(f"{name} must be None or an integer in [1, d_sae={d_sae}], got {value!r}")
+    multiplier = getattr(cfg, "arip_support_multiplier", 1)
+    if not isinstance(multiplier, int) or multiplier < 1:
+        raise ConfigError(f"arip_support_multiplier must be an integer >= 1, got {multiplier!r}")

@@ -429,7 +429,7 @@ BROKEN_FOLDERS: dict[str, tuple[Callable[[Path], Any], type[Exception], str]] = 
     "invalid json": (lambda f: (f / "config.json").write_text("{trainer: "), ValueError, "is not valid JSON"),
     "unknown dict_class": (lambda f: _set_trainer(f, dict_class="Mystery"), ValueError,
                            "(?s)unknown dict_class 'Mystery'.*known: .*AlignedAutoEncoder, AlignedAutoEncoderTopK, "
-                           "AlignedBatchTopKSAE, AutoEncoder, AutoEncoderNew, AutoEncoderTopK, BatchTopKSAE"),
+                           "AlignedBatchTopKSAE, .*AutoEncoder, AutoEncoderNew, AutoEncoderTopK, BatchTopKSAE"),
     "pickled object": (lambda f: torch.save({"decoder.weight": torch.zeros(2), "extra": Harmless()}, f / "ae.pt"),
                        ValueError, "(?s)not a plain state dict.*refused for safety"),
     "truncated": (_truncate, ValueError, "could not be read as a torch checkpoint \\(truncated or corrupt"),

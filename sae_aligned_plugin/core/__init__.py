@@ -5,5 +5,21 @@ from sae_aligned_plugin.core.aligned import (
     aligned_encoder,
     project_encoder_to_alignment,
 )
+from sae_aligned_plugin.core.metasae import (
+    MetaCritic,
+    MetaSAE,
+    MetaSAEConfig,
+    decomposability_penalty,
+    loss_scale,
+)
 
-__all__ = ["aligned_encoder", "alignment_scores", "project_encoder_to_alignment"]
+__all__ = [
+    "MetaCritic",
+    "MetaSAE",
+    "MetaSAEConfig",
+    "aligned_encoder",
+    "alignment_scores",
+    "decomposability_penalty",
+    "loss_scale",
+    "project_encoder_to_alignment",
+]

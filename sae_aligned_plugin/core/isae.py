@@ -29,6 +29,8 @@ NORM_FLOOR = 1e-8
 """Samples whose centred norm is below this are left unscaled (the authors' convention), so no NaN appears."""
 ISTA_MARGIN = 1.1
 """``F₀ = DᵀD / (ISTA_MARGIN · λ_max(DᵀD))`` (spec §2)."""
+PROBE_SEED_STRIDE = 1_000_003
+"""The aRIP probe of training step ``t`` is seeded with ``probe_seed · PROBE_SEED_STRIDE + t``."""
 
 
 # ----------------------------------------------------------------------------------------------- normalisation
@@ -98,14 +100,14 @@ class Codes(NamedTuple):
 def select_topk(pre: Tensor, k: int, *, signed: bool = True, support: int = 0) -> Codes:
     """AbsTopK_k (Eq. 4: the ``k`` largest ``|pre|`` keep their signs) or, ``signed=False``, the TopK baseline
     (the ``k`` largest ``pre``, then ReLU). ``support > k`` also returns the top-``support`` indices by the same
-    score from the same (sorted) ``topk`` call."""
-    width = max(k, support)
+    score; the code's ``k`` are then picked among those (one ``[.., K]`` and one ``[.., support]`` ``topk``)."""
     with torch.no_grad():
         score = pre.abs() if signed else pre
-        top = torch.topk(score, width, dim=-1, sorted=width > k).indices
-    indices = top[..., :k]
+        indices = top = torch.topk(score, max(k, support), dim=-1, sorted=False).indices
+        if support > k:
+            indices = top.gather(-1, torch.topk(score.gather(-1, top), k, dim=-1, sorted=False).indices)
     values = pre.gather(-1, indices)
-    return Codes(values if signed else values.relu(), indices, pre, top if width > k else None)
+    return Codes(values if signed else values.relu(), indices, pre, top if support > k else None)
 
 
 class StepFactor(NamedTuple):
@@ -278,11 +280,11 @@ def auxk_loss(codes: Codes, residual: Tensor, decoder: Tensor, dead: Tensor, k_a
 
 
 def isae_forward(x_n: Tensor, params: ISAEParameters, hp: ISAEHyperparameters, *, mse_variance: Tensor | float,
-                 dead: Tensor | None = None, probe_seed: int = 0) -> ISAEForward:
+                 dead: Tensor | None = None, probe_seed: int = 0, step: int = 0) -> ISAEForward:
     """The full training forward of spec's Summary on already-normalised ``x_n [B, N]``.
 
     ``mse_variance``: σ² (per-element variance of the first training batch). ``dead [K]`` (bool): latents that did not
-    fire in the dead window, for AuxK. ``probe_seed`` seeds the aRIP probe, so a step is reproducible.
+    fire in the dead window, for AuxK. The aRIP probe is drawn from ``(probe_seed, step)``, so a step is reproducible.
     """
     support = hp.support_multiplier * hp.k if hp.arip_coefficient > 0 else 0
     codes = encode_normalised(x_n, params, hp, support=min(support, params.W_dec.shape[0]))
@@ -290,7 +292,7 @@ def isae_forward(x_n: Tensor, params: ISAEParameters, hp: ISAEHyperparameters, *
     losses = {"mse_loss": (recon - x_n).pow(2).mean() / mse_variance}
     if hp.arip_coefficient > 0:
         assert codes.support is not None
-        generator = probe_generator(x_n.device, probe_seed)
+        generator = probe_generator(x_n.device, probe_seed * PROBE_SEED_STRIDE + step)
         losses["arip_loss"] = hp.arip_coefficient * arip_estimate(params.W_dec, codes.support, generator=generator)
     if hp.aux_coefficient > 0 and dead is not None:
         k_aux = hp.aux_k if hp.aux_k is not None else x_n.shape[-1] // 2

@@ -4,12 +4,16 @@ Spec: ``shared/papers/metasae.md``. A small BatchTopK *meta SAE* sparsely rebuil
 decoder rows; the primary pays ``λ2 · mean_i p_i`` wherever a row is easy to rebuild (§2.1)::
 
     w_i = W_dec[i] / ||W_dec[i]||                 (unit rows; the paper's rows are unit by constraint)
-    ŵ_i = meta(w.detach())_i                      (no_grad, whole decoder as one batch: a constant target)
+    ŵ_i = meta(w)_i                               (no autograd, whole decoder as one batch: a constant target)
     p_i = exp(−Σ_d (w_i,d − ŵ_i,d)² / σ²)         (squared error SUMMED over d, in row space)
 
 Unit-normalising inside the penalty keeps it invariant to the row norms (which SAELens's TopK family leaves free
 and rescales by), so it cannot be escaped through the norm (§7.3 item 5); at unit rows it is the paper's formula
 and its gradient is the paper's gradient after its tangential projection.
+
+The adapters add ``λ2 · s · mean_i p_i`` with ``s = loss_scale(batch)``: the paper weighs the penalty against a
+per-element MSE on standardised tokens, SAELens and dictionary_learning sum the squared error over ``d`` in the
+input's units, and ``s`` converts one into the other (:func:`loss_scale`), so λ2 keeps the paper's meaning.
 
 The meta SAE trains in alternation (§2.3): ``n_p`` primary steps, then ``n_m`` meta steps on the detached decoder
 as one batch, with its own Adam. :class:`MetaCritic` bundles the meta SAE, that Adam (state in buffers, so a
@@ -21,14 +25,15 @@ uses ``torch.autograd.grad``), so a primary optimiser that holds them never move
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.adam import adam as functional_adam
 
+from sae_aligned_plugin.core.sparse_codes import SparseCodes, batch_topk, decode, encode_values
 from sae_aligned_plugin.validation import ConfigError
 
 META_SIZE_FRACTION = 1800 / 20480
@@ -46,27 +51,29 @@ def default_meta_size(n_latents: int) -> int:
 class MetaSAEConfig:
     """Everything the joint method adds to a primary SAE with ``n_latents`` decoder rows of width ``d_in``.
 
-    Defaults are the paper's selected configuration (Summary, §2.3): meta k = 8, λ2 = 0.3, σ² = 1,
-    n_p = 10 / n_m = 5, Adam lr 3e-4 with betas (0.9, 0.99), AuxK top-512 at weight 1/32, dead after 5 inactive
-    meta steps. Raises :class:`~sae_aligned_plugin.validation.ConfigError` for impossible values.
+    Defaults are the paper's selected configuration (Summary, §2.3): meta size ≈ 9 % of ``n_latents``
+    (``meta_d_sae=None``), meta k = 8, λ2 = 0.3, σ² = 1, n_p = 10 / n_m = 5, meta Adam lr 3e-4 with betas
+    (0.9, 0.99), meta AuxK top-512 at weight 1/32, dead after 5 inactive meta steps. The adapters expose the same
+    field names (:data:`METASAE_FIELDS`). Raises :class:`~sae_aligned_plugin.validation.ConfigError` for impossible
+    values.
     """
 
     n_latents: int
     d_in: int
-    meta_size: int
+    meta_d_sae: int | None = None
     meta_k: float = 8.0
     lambda2: float = 0.3
     sigma_sq: float = 1.0
-    primary_steps: int = 10
-    meta_steps: int = 5
-    lr: float = 3e-4
-    beta1: float = 0.9
-    beta2: float = 0.99
-    aux_k: int = 512
-    aux_coefficient: float = 1 / 32
-    dead_after: int = 5
-    threshold_lr: float = 0.01
-    seed: int = 0
+    n_primary_steps: int = 10
+    n_meta_steps: int = 5
+    meta_lr: float = 3e-4
+    meta_adam_beta1: float = 0.9
+    meta_adam_beta2: float = 0.99
+    meta_aux_k: int = 512
+    meta_aux_coefficient: float = 1 / 32
+    meta_dead_after: int = 5
+    meta_threshold_lr: float = 0.01
+    meta_seed: int = 0
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -74,22 +81,29 @@ class MetaSAEConfig:
                 raise ConfigError(f"MetaSAE: {message}")
 
         need(self.n_latents > 0 and self.d_in > 0, f"d_sae and d_in must be positive, got {self.n_latents}, {self.d_in}")
-        need(0 < self.meta_size < self.n_latents,
-             f"the meta size must satisfy 0 < meta_d_sae < d_sae (={self.n_latents}), got {self.meta_size}; the paper "
-             f"uses about 9 % of d_sae ({default_meta_size(self.n_latents)} here)")
-        need(0 < self.meta_k <= self.meta_size,
-             f"meta_k must satisfy 0 < meta_k <= meta_d_sae (={self.meta_size}), got {self.meta_k}")
+        if self.meta_d_sae is None:
+            object.__setattr__(self, "meta_d_sae", default_meta_size(self.n_latents))
+        size = self.meta_d_sae
+        need(0 < size < self.n_latents,
+             f"the meta size must satisfy 0 < meta_d_sae < d_sae (={self.n_latents}), got {size}; the paper uses "
+             f"about 9 % of d_sae ({default_meta_size(self.n_latents)} here)")
+        need(0 < self.meta_k <= size, f"meta_k must satisfy 0 < meta_k <= meta_d_sae (={size}), got {self.meta_k}")
         need(self.sigma_sq > 0 and math.isfinite(self.sigma_sq),
              f"sigma_sq (the penalty bandwidth σ²) must be positive and finite, got {self.sigma_sq}")
         need(self.lambda2 >= 0 and math.isfinite(self.lambda2), f"lambda2 must be >= 0 and finite, got {self.lambda2}")
-        need(self.primary_steps >= 1 and self.meta_steps >= 0,
-             f"need n_primary_steps >= 1 and n_meta_steps >= 0, got {self.primary_steps}, {self.meta_steps}")
-        need(self.lr >= 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
-             f"meta Adam needs lr >= 0 and betas in [0, 1), got lr={self.lr}, betas=({self.beta1}, {self.beta2})")
-        need(self.aux_k >= 1 and self.aux_coefficient >= 0 and self.dead_after >= 1,
-             f"need meta_aux_k >= 1, meta_aux_coefficient >= 0, meta_dead_after >= 1, "
-             f"got {self.aux_k}, {self.aux_coefficient}, {self.dead_after}")
-        need(0 < self.threshold_lr <= 1, f"meta_threshold_lr must be in (0, 1], got {self.threshold_lr}")
+        need(self.n_primary_steps >= 1 and self.n_meta_steps >= 0,
+             f"need n_primary_steps >= 1 and n_meta_steps >= 0, got {self.n_primary_steps}, {self.n_meta_steps}")
+        need(self.meta_lr >= 0 and 0 <= self.meta_adam_beta1 < 1 and 0 <= self.meta_adam_beta2 < 1,
+             f"the meta Adam needs meta_lr >= 0 and betas in [0, 1), got {self.meta_lr}, "
+             f"({self.meta_adam_beta1}, {self.meta_adam_beta2})")
+        need(self.meta_aux_k >= 1 and self.meta_aux_coefficient >= 0 and self.meta_dead_after >= 1,
+             f"need meta_aux_k >= 1, meta_aux_coefficient >= 0 and meta_dead_after >= 1, got {self.meta_aux_k}, "
+             f"{self.meta_aux_coefficient}, {self.meta_dead_after}")
+        need(0 < self.meta_threshold_lr <= 1, f"meta_threshold_lr must be in (0, 1], got {self.meta_threshold_lr}")
+
+
+METASAE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MetaSAEConfig) if f.name not in ("n_latents", "d_in"))
+"""The MetaSAE hyperparameters, with the same names in the SAELens configs and dictionary_learning trainers."""
 
 
 def unit_rows(decoder: Tensor) -> Tensor:
@@ -105,34 +119,17 @@ def standardise_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return centred / (std + STD_EPS), mean, std
 
 
-class SparseCodes(NamedTuple):
-    """BatchTopK codes of a ``[B, m]`` batch, row-major: entry ``j`` is ``values[j]`` at latent ``cols[j]`` of the row
-    whose bag (``offsets[r]:offsets[r+1]``) holds ``j``; rows may hold any number of entries, zero included."""
+def loss_scale(x: Tensor) -> Tensor:
+    """``d · mean_b var_d(x_b)`` (unbiased variance over ``d``, detached): the factor between a squared error summed
+    over ``d`` in the input's units and the paper's per-element error on standardised tokens (§1.1, §3.4).
 
-    cols: Tensor
-    values: Tensor
-    offsets: Tensor
-
-    def dense(self, n_rows: int, width: int) -> Tensor:
-        """The ``[n_rows, width]`` code matrix (for tests and small inputs)."""
-        counts = torch.diff(self.offsets, append=self.offsets.new_tensor([self.cols.numel()]))
-        rows = torch.repeat_interleave(torch.arange(n_rows, device=self.cols.device), counts)
-        return torch.zeros(n_rows, width, dtype=self.values.dtype, device=self.values.device).index_put(
-            (rows, self.cols), self.values)
-
-
-def batch_topk(pre: Tensor, k: float) -> SparseCodes:
-    """Keep the ``int(k·B)`` largest entries of ``relu(pre)`` over the whole ``[B, m]`` batch (§1.1), sparsely.
-
-    Differentiable w.r.t. ``pre`` through the kept values; decoding is a weighted ``embedding_bag`` (no dense
-    ``[B, m]`` code matrix, no dense decoder matmul).
+    The paper standardises each token, ``x̃ = (x − mean_d x)/std_d x``, and averages the squared error over ``d``;
+    SAELens and dictionary_learning sum it over ``d`` on the raw input, ``Σ_d e² = std² · d · mean_d ẽ²``.
+    Multiplying the penalty by this factor gives λ2 the paper's weight against the reconstruction loss at any
+    activation scale (SAELens's ``√d``-normalised inputs: ≈ d; dictionary_learning's unit-norm inputs: ≈ 1).
     """
-    n_rows, width = pre.shape
-    flat = F.relu(pre).flatten()
-    top = flat.topk(min(int(k * n_rows), flat.numel()), sorted=False)
-    index, order = top.indices.sort()
-    counts = torch.bincount(index // width, minlength=n_rows)
-    return SparseCodes(index % width, top.values[order], counts.cumsum(0) - counts)
+    x = x.detach().float()
+    return x.shape[-1] * x.var(dim=-1).mean()
 
 
 def decomposability_penalty(rows: Tensor, target: Tensor, sigma_sq: float) -> tuple[Tensor, Tensor]:
@@ -146,10 +143,9 @@ def decomposability_penalty(rows: Tensor, target: Tensor, sigma_sq: float) -> tu
 
 
 class MetaForward(NamedTuple):
-    """One meta forward pass on standardised rows ``x``: pre-activations, BatchTopK codes, reconstruction."""
+    """One meta forward pass on standardised rows ``x``: the kept BatchTopK codes and the reconstruction."""
 
     x: Tensor
-    pre: Tensor
     codes: SparseCodes
     recon: Tensor
 
@@ -172,23 +168,42 @@ class MetaSAE(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         w_enc = nn.init.kaiming_uniform_(torch.empty(d_in, d_sae), generator=generator)
         self.W_enc = nn.Parameter(w_enc)
-        self.W_dec = nn.Parameter(unit_rows(w_enc.T.clone()))
+        self.W_dec = nn.Parameter(unit_rows(w_enc.T.contiguous()))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("steps_inactive", torch.zeros(d_sae, dtype=torch.int64))
         self.register_buffer("threshold", torch.tensor(-1.0))
 
-    def encode_standardised(self, x: Tensor) -> MetaForward:
-        """Codes and reconstruction of standardised rows. ``x W_enc − b_dec W_enc`` equals ``(x − b_dec) W_enc`` and
-        spares autograd the ``[B, d]`` input gradient."""
-        pre = x @ self.W_enc - self.b_dec @ self.W_enc
-        codes = batch_topk(pre, self.k)
-        recon = F.embedding_bag(codes.cols, self.W_dec, codes.offsets, mode="sum", per_sample_weights=codes.values)
-        return MetaForward(x, pre, codes, recon + self.b_dec)
+    @classmethod
+    def from_config(cls, config: MetaSAEConfig) -> "MetaSAE":
+        return cls(config.d_in, int(config.meta_d_sae), config.meta_k,  # type: ignore[arg-type]
+                   aux_k=config.meta_aux_k, aux_coefficient=config.meta_aux_coefficient,
+                   dead_after=config.meta_dead_after, threshold_lr=config.meta_threshold_lr, seed=config.meta_seed)
 
+    def encode_standardised(self, x: Tensor) -> MetaForward:
+        """Codes and reconstruction of standardised rows, differentiable w.r.t. the meta's parameters.
+
+        The dense ``(x − b_dec) W_enc`` (computed as ``x W_enc − b_dec W_enc``) only selects the kept codes; their
+        values, the decoder and all gradients go through :mod:`~sae_aligned_plugin.core.sparse_codes`.
+        """
+        with torch.no_grad():
+            pre = x @ self.W_enc - self.b_dec @ self.W_enc
+        codes = batch_topk(pre, self.k)
+        values = encode_values(self.W_enc, self.b_dec, x, codes)
+        return MetaForward(x, codes, decode(values, self.W_dec, codes) + self.b_dec)
+
+    @torch.no_grad()
     def forward(self, rows: Tensor) -> Tensor:
-        """Reconstruction of ``rows`` in row space (``x̂̃·std + mean``)."""
-        x, mean, std = standardise_rows(rows)
-        return self.encode_standardised(x).recon * std + mean
+        """Reconstruction ``ŵ = x̂̃·std + mean`` of ``rows`` in row space, without autograd (the critic's use).
+
+        Fused: ``x̃ W_enc = (rows W_enc − mean ⊗ 1ᵀW_enc)/(std + ε)`` never materialises ``x̃``, and the output is
+        built in place, so it makes a few passes over ``[B, d]`` besides the matmul and the top-k.
+        """
+        mean = rows.mean(dim=-1, keepdim=True)
+        std = (rows - mean).norm(dim=-1, keepdim=True).div_(math.sqrt(rows.shape[-1] - 1))
+        pre = rows @ self.W_enc
+        pre.addcmul_(mean, self.W_enc.sum(dim=0), value=-1.0).div_(std + STD_EPS).sub_(self.b_dec @ self.W_enc)
+        codes = batch_topk(pre, self.k)
+        return decode(codes.values, self.W_dec, codes).add_(self.b_dec).mul_(std).add_(mean)
 
     def dead_mask(self) -> Tensor:
         return self.steps_inactive >= self.dead_after
@@ -205,7 +220,7 @@ class MetaSAE(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return mse, mse, mse.new_zeros(())
-        dead_pre = F.relu(out.pre[:, dead])
+        dead_pre = F.relu(out.x @ self.W_enc[:, dead] - self.b_dec @ self.W_enc[:, dead])
         top = dead_pre.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
         aux_acts = torch.zeros_like(dead_pre).scatter_(-1, top.indices, top.values)
         aux = self.aux_coefficient * (aux_acts @ self.W_dec[dead] - residual).pow(2).mean()
@@ -252,6 +267,37 @@ class MetaAdam(nn.Module):
         self.step.add_(1)
 
 
+class _RowPenalty(torch.autograd.Function):
+    """``(p, e)`` per row for ``u = unit_rows(decoder)`` and the constant target ``ŵ = meta(u)`` (§2.1), in fp32 or
+    the decoder's precision if higher.
+
+    Hand-written backward (the gradient flows through ``p`` only): with ``g_u = −(2/σ²)·∂L/∂p_i·p_i·(u_i − ŵ_i)``,
+    ``∂L/∂W_dec[i] = (g_u − ⟨g_u, u_i⟩ u_i)/||W_dec[i]||`` (the unit-norm map's Jacobian). It equals autograd through
+    :func:`unit_rows` and :func:`decomposability_penalty`, in a third of the passes over ``[n, d]``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, decoder: Tensor, meta: MetaSAE, sigma_sq: float) -> tuple[Tensor, Tensor]:
+        work = decoder.to(torch.promote_types(decoder.dtype, torch.float32))    # at least fp32
+        norm = work.norm(dim=-1, keepdim=True).clamp_min_(1e-12)
+        rows = work / norm
+        offset = meta(rows.to(meta.W_dec.dtype)).to(rows.dtype).sub_(rows)     # ŵ − u
+        sq_error = torch.linalg.vecdot(offset, offset)
+        p = torch.exp(-sq_error / sigma_sq)
+        ctx.save_for_backward(rows, offset, norm, p)
+        ctx.sigma_sq, ctx.dtype = sigma_sq, decoder.dtype
+        ctx.mark_non_differentiable(sq_error)
+        return p, sq_error
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_p: Tensor, _: Tensor) -> tuple[Tensor, None, None]:
+        rows, offset, norm, p = ctx.saved_tensors
+        grad_rows = offset * ((2.0 / ctx.sigma_sq) * grad_p * p).unsqueeze(-1)      # −(2/σ²) g p (u − ŵ)
+        radial = torch.linalg.vecdot(grad_rows, rows).unsqueeze(-1)
+        return grad_rows.addcmul_(radial, rows, value=-1.0).div_(norm).to(ctx.dtype), None, None
+
+
 class PenaltyTerms(NamedTuple):
     """``loss = λ2 · mean_i p_i`` (differentiable w.r.t. the decoder only) and detached diagnostics."""
 
@@ -273,16 +319,16 @@ class MetaCritic(nn.Module):
 
     Per primary step: :meth:`before_primary_step` (runs ``n_m`` meta steps when ``n_p`` primary steps have passed
     since the last meta phase, primary first: P×n_p, M×n_m, P×n_p, ...), then :meth:`penalty` in the primary loss.
-    ``primary_step`` and ``meta_step`` are int64 buffers.
+    ``primary_step`` and ``meta_step`` are int64 buffers. ``sae``: an existing :class:`MetaSAE` to train (e.g. one
+    a dictionary owns); by default one is built from ``config``.
     """
 
     def __init__(self, config: MetaSAEConfig, sae: MetaSAE | None = None) -> None:
         super().__init__()
         self.config = config
-        self.sae = sae if sae is not None else MetaSAE(
-            config.d_in, config.meta_size, config.meta_k, aux_k=config.aux_k, aux_coefficient=config.aux_coefficient,
-            dead_after=config.dead_after, threshold_lr=config.threshold_lr, seed=config.seed)
-        self.optimizer = MetaAdam(dict(self.sae.named_parameters()), config.lr, (config.beta1, config.beta2))
+        self.sae = sae if sae is not None else MetaSAE.from_config(config)
+        self.optimizer = MetaAdam(dict(self.sae.named_parameters()), config.meta_lr,
+                                  (config.meta_adam_beta1, config.meta_adam_beta2))
         self.register_buffer("primary_step", torch.zeros((), dtype=torch.int64))
         self.register_buffer("meta_step", torch.zeros((), dtype=torch.int64))
         self.last_meta: MetaStepStats | None = None
@@ -290,24 +336,32 @@ class MetaCritic(nn.Module):
 
     def meta_steps_due(self, primary_step: int) -> int:
         """Meta steps to run before 0-based primary step ``t``: ``n_m`` if ``t > 0`` and ``t % n_p == 0``, else 0."""
-        return self.config.meta_steps if primary_step > 0 and primary_step % self.config.primary_steps == 0 else 0
+        n_p, n_m = self.config.n_primary_steps, self.config.n_meta_steps
+        return n_m if primary_step > 0 and primary_step % n_p == 0 else 0
 
     def before_primary_step(self, decoder: Tensor) -> int:
         """Run the meta phase if it is due, then count one primary step; returns the meta steps run."""
         due = self.meta_steps_due(int(self.primary_step))
-        for _ in range(due):
-            self.meta_train_step(decoder)
+        if due:
+            self.meta_train_step(decoder, due)
         self.primary_step.add_(1)
         return due
 
-    def meta_train_step(self, decoder: Tensor) -> MetaStepStats:
-        """One meta step on ``unit_rows(decoder).detach()`` as one batch: loss, decoder-gradient projection and
-        renormalisation of the meta's rows, Adam (§1.1 constraint, §2.3). Only the meta SAE changes."""
+    def meta_train_step(self, decoder: Tensor, steps: int = 1) -> MetaStepStats:
+        """``steps`` meta steps on ``unit_rows(decoder).detach()`` as one batch (standardised once: the decoder
+        does not change during a meta phase). Each: loss, decoder-gradient projection and renormalisation of the
+        meta's rows, Adam (§1.1 constraint, §2.3). Only the meta SAE changes."""
+        x = standardise_rows(unit_rows(decoder.detach()).to(self.sae.W_dec.dtype))[0]
+        for _ in range(steps):
+            self.last_meta = self._meta_step(x)
+        assert self.last_meta is not None
+        return self.last_meta
+
+    def _meta_step(self, x: Tensor) -> MetaStepStats:
         sae = self.sae
-        rows = unit_rows(decoder.detach()).to(sae.W_dec.dtype)
         params = [getattr(sae, name) for name in self.optimizer.names]
         with torch.enable_grad():
-            out = sae.encode_standardised(standardise_rows(rows)[0])
+            out = sae.encode_standardised(x)
             loss, mse, aux = sae.loss(out)
             grads = list(torch.autograd.grad(loss, params))
         with torch.no_grad():
@@ -318,18 +372,16 @@ class MetaCritic(nn.Module):
             self.optimizer.update(params, grads)
             sae.record_firing(out.codes)
         self.meta_step.add_(1)
-        self.last_meta = MetaStepStats(loss.detach(), mse.detach(), aux.detach())
-        return self.last_meta
+        return MetaStepStats(loss.detach(), mse.detach(), aux.detach())
 
-    def penalty(self, decoder: Tensor) -> PenaltyTerms:
-        """``λ2 · mean_i p_i`` on the unit rows of ``decoder`` (§2.1), in fp32; the meta is a frozen critic:
-        ``Ŵ`` is computed under ``no_grad`` from the detached rows, so the gradient reaches ``decoder`` only."""
-        rows = unit_rows(decoder.float())
-        with torch.no_grad():
-            target = self.sae(rows.detach().to(self.sae.W_dec.dtype)).float()
-        p, sq_error = decomposability_penalty(rows, target, self.config.sigma_sq)
+    def penalty(self, decoder: Tensor, scale: Tensor | float = 1.0) -> PenaltyTerms:
+        """``λ2 · scale · mean_i p_i`` on the unit rows of ``decoder`` (§2.1), in ≥ fp32; the meta is a frozen critic:
+        ``Ŵ`` is computed without autograd from the rows, so the gradient reaches ``decoder`` only.
+        ``scale``: :func:`loss_scale` of the batch, so λ2 weighs the penalty as in the paper's loss."""
+        p, sq_error = _RowPenalty.apply(decoder, self.sae, self.config.sigma_sq)
         mean_p = p.mean()
-        self.last_penalty = PenaltyTerms(self.config.lambda2 * mean_p, mean_p.detach(), sq_error.mean().detach())
+        loss = self.config.lambda2 * scale * mean_p
+        self.last_penalty = PenaltyTerms(loss, mean_p.detach(), sq_error.mean().detach())
         return self.last_penalty
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ Def. 3.3, Eq. 6–7). Layouts: ``decoder [K, N]`` holds one atom per row (SAELen
 * :func:`arip_exact` is the Monte-Carlo-free value of the same quantity per sample, ``|S|·tr(G_S²)/tr(G_S)² − 1``.
 * :func:`local_rip_constant` is Def. 3.3's ``δ_S = ‖G_S − I‖_op`` (the paper does not report it).
 
-Nothing here builds a ``[K, K]`` Gram matrix or a ``[B, m, N]`` gather for the whole batch at once.
+Nothing here builds a ``[K, K]`` Gram matrix, or a ``[B, K]`` or ``[B, m, N]`` temporary for the whole batch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 GATHER_CHUNK_ELEMENTS = 1 << 22
-"""Largest gathered block ``[b, m, N]`` (elements) held at once by the chunked kernels (16 MiB in fp32)."""
+"""Largest temporary block (elements) the chunked kernels hold at once (16 MiB in fp32)."""
 
 
 def sparse_rows_matmul(values: Tensor, indices: Tensor, matrix: Tensor) -> Tensor:
@@ -41,19 +41,21 @@ def _batch_chunk(indices: Tensor, width: int) -> int:
 
 
 class _GatheredDots(torch.autograd.Function):
-    """``out[b, j] = ⟨W[idx[b, j]], v[b]⟩`` for ``idx [B, m]``, ``v [B, N]``; chunked over ``b``.
+    """``out[b, j] = ⟨W[idx[b, j]], v[b]⟩`` for ``idx [B, m]``, ``v [B, N]``.
 
-    Saves only ``(W, idx, v)``. Backward: ``∂v[b] = Σ_j g[b, j]·W[idx[b, j]]`` (an ``embedding_bag``) and
+    Forward: ``(v Wᵀ)`` in row blocks of at most ``GATHER_CHUNK_ELEMENTS`` entries, gathered at ``idx`` (one dense
+    matmul: on CPU and GPU this beats gathering ``[B, m, N]`` rows, which is memory-bound). Saves only
+    ``(W, idx, v)``. Backward, ``O(B·m·N)``: ``∂v[b] = Σ_j g[b, j]·W[idx[b, j]]`` (an ``embedding_bag``) and
     ``∂W = Aᵀ v`` with ``A`` the sparse ``[B, K]`` matrix holding ``g`` at ``idx`` (one sparse matmul).
     """
 
     @staticmethod
     def forward(ctx: Any, weight: Tensor, indices: Tensor, vectors: Tensor) -> Tensor:
         out = vectors.new_empty(indices.shape)
-        step = _batch_chunk(indices, weight.shape[-1])
+        step = max(1, GATHER_CHUNK_ELEMENTS // weight.shape[0])
         for start in range(0, indices.shape[0], step):
             rows = slice(start, start + step)
-            out[rows] = torch.bmm(weight[indices[rows]], vectors[rows].unsqueeze(-1)).squeeze(-1)
+            out[rows] = (vectors[rows] @ weight.T).gather(-1, indices[rows])
         ctx.save_for_backward(weight, indices, vectors)
         return out
 

@@ -11,7 +11,14 @@ from sae_aligned_plugin.dictionary_learning.dictionaries import (
     AlignedBatchTopKSAE,
     AlignedLinearEncoder,
 )
+from sae_aligned_plugin.dictionary_learning.isae import ISAEDictionary, ISAEMEDictionary, ISAEMETrainer, ISAETrainer
 from sae_aligned_plugin.dictionary_learning.loader import load_dictionary, read_state_dict
+from sae_aligned_plugin.dictionary_learning.metasae import (
+    AlignedMetaBatchTopKSAE,
+    AlignedMetaSAETrainer,
+    MetaBatchTopKSAE,
+    MetaSAETrainer,
+)
 from sae_aligned_plugin.dictionary_learning.trainers import (
     AlignedBatchTopKTrainer,
     AlignedPAnnealTrainer,
@@ -25,9 +32,17 @@ __all__ = [
     "AlignedBatchTopKSAE",
     "AlignedBatchTopKTrainer",
     "AlignedLinearEncoder",
+    "AlignedMetaBatchTopKSAE",
+    "AlignedMetaSAETrainer",
     "AlignedPAnnealTrainer",
     "AlignedStandardTrainer",
     "AlignedTopKTrainer",
+    "ISAEDictionary",
+    "ISAEMEDictionary",
+    "ISAEMETrainer",
+    "ISAETrainer",
+    "MetaBatchTopKSAE",
+    "MetaSAETrainer",
     "load_dictionary",
     "read_state_dict",
 ]

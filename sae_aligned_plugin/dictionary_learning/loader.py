@@ -61,12 +61,19 @@ def _dictionary_classes() -> dict[str, tuple[type[nn.Module], tuple[str, ...]]]:
         AlignedAutoEncoderTopK,
         AlignedBatchTopKSAE,
     )
+    from sae_aligned_plugin.dictionary_learning.isae import ISAEDictionary, ISAEMEDictionary
 
     plain = (AutoEncoder, AutoEncoderNew, GatedAutoEncoder, JumpReluAutoEncoder, AlignedAutoEncoder)
     with_k = (AutoEncoderTopK, BatchTopKSAE, AlignedAutoEncoderTopK, AlignedBatchTopKSAE)
     classes: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {cls.__name__: (cls, ()) for cls in plain}
     classes.update({cls.__name__: (cls, ("k",)) for cls in with_k})
     classes[MatryoshkaBatchTopKSAE.__name__] = (MatryoshkaBatchTopKSAE, ("k", "group_sizes"))
+    for cls in (ISAEDictionary, ISAEMEDictionary):
+        classes[cls.__name__] = (cls, ("k", "encoder_steps", "step_matrix_rank", "signed"))
+    from sae_aligned_plugin.dictionary_learning.metasae import AlignedMetaBatchTopKSAE, MetaBatchTopKSAE
+
+    for cls in (MetaBatchTopKSAE, AlignedMetaBatchTopKSAE):
+        classes[cls.__name__] = (cls, ("k", "meta_d_sae", "meta_k"))
     return classes
 
 

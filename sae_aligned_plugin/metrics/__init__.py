@@ -9,6 +9,8 @@ dictionary_learning import here).
 * :func:`dead_fraction`: latents that never fire over a token window.
 * :func:`cross_seed_stability`: decoder / encoder mean max cosine and Hungarian matching between two SAEs.
 * :func:`plot_alignment_histograms`: one PNG comparing score distributions.
+* :func:`identifiability`, :func:`match_dictionaries`, :func:`omp_codes`, :func:`arip_measurement`,
+  :func:`rip_on_pairs`: identifiable-SAE metrics (DCS, IoU, ℓ2, OMP oracle, R_S, δ_S; ``shared/papers/isae.md`` §5).
 """
 
 from sae_aligned_plugin.metrics.alignment import (
@@ -18,8 +20,21 @@ from sae_aligned_plugin.metrics.alignment import (
     alignment_report_from_rows,
     bimodality_coefficient,
 )
+from sae_aligned_plugin.metrics.cofiring import CofiringCounter, CofiringReport, cofiring, phi_from_counts
 from sae_aligned_plugin.metrics.dead import DeadFeatureReport, dead_fraction
+from sae_aligned_plugin.metrics.identifiability import (
+    CodeAgreement,
+    IdentifiabilityReport,
+    RIPReport,
+    arip_measurement,
+    code_agreement,
+    identifiability,
+    rip_on_pairs,
+)
+from sae_aligned_plugin.metrics.matching import DictionaryMatching, match_dictionaries
+from sae_aligned_plugin.metrics.oracle import omp_codes
 from sae_aligned_plugin.metrics.plots import plot_alignment_histograms
+from sae_aligned_plugin.metrics.seeds import SeedComparison, compare_seeds
 from sae_aligned_plugin.metrics.stability import (
     StabilityReport,
     cross_seed_stability,
@@ -31,15 +46,31 @@ from sae_aligned_plugin.metrics.weights import encoder_decoder_rows
 __all__ = [
     "BIMODALITY_THRESHOLD",
     "AlignmentReport",
+    "CofiringCounter",
+    "CofiringReport",
+    "CodeAgreement",
+    "DictionaryMatching",
+    "IdentifiabilityReport",
+    "RIPReport",
     "DeadFeatureReport",
+    "SeedComparison",
     "StabilityReport",
     "alignment_report",
     "alignment_report_from_rows",
+    "arip_measurement",
     "bimodality_coefficient",
+    "cofiring",
+    "compare_seeds",
+    "code_agreement",
     "cross_seed_stability",
     "cross_seed_stability_from_rows",
     "dead_fraction",
     "encoder_decoder_rows",
+    "identifiability",
+    "match_dictionaries",
     "max_cosine",
+    "phi_from_counts",
+    "omp_codes",
     "plot_alignment_histograms",
+    "rip_on_pairs",
 ]

@@ -33,8 +33,10 @@ class Family(NamedTuple):
 def plugin_families() -> dict[str, Family]:
     """Every architecture this plugin provides, by registered name."""
     from sae_aligned_plugin.saelens.aligned import ALIGNED_FAMILIES
+    from sae_aligned_plugin.saelens.isae import ISAE_FAMILIES
+    from sae_aligned_plugin.saelens.metasae import METASAE_FAMILIES
 
-    return {**ALIGNED_FAMILIES}
+    return {**ALIGNED_FAMILIES, **ISAE_FAMILIES, **METASAE_FAMILIES}
 
 
 def register() -> None:
