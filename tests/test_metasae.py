@@ -472,12 +472,19 @@ def test_mean_abs_phi_equals_the_direct_computation():                          
         fired = (values > (0 if theta is None else theta)).numpy()
         phi = _phi_reference(fired)
         upper = np.triu_indices(12, 1)
-        report = cofiring(lambda v: v, values.split(250), thresholds=theta, chunk_size=64)
+        data = values.relu() if theta is None else values   # no thresholds: codes, firing when nonzero
+        report = cofiring(lambda v: v, data.split(250), thresholds=theta, chunk_size=64)
         assert report.mean_abs_phi == pytest.approx(np.abs(phi[upper]).mean(), rel=1e-12)
         assert report.mean_phi == pytest.approx(phi[upper].mean(), rel=1e-9, abs=1e-15)
         np.testing.assert_allclose(report.latent_mean_abs_phi, (np.abs(phi).sum(1) - np.abs(np.diag(phi))) / 11)
         assert report.latent_mean_abs_phi[7] == 0 and report.latent_mean_abs_phi[9] == 0 and report.n_constant == 2
         np.testing.assert_array_equal(report.joint_counts, fired.T.astype(np.int64) @ fired.astype(np.int64))
+
+
+def test_signed_codes_fire_when_nonzero():
+    codes = torch.tensor([[1.0, -2.0, 0.0], [0.0, -1.0, 3.0], [2.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    report = cofiring(lambda v: v, [codes])
+    np.testing.assert_array_equal(np.diag(report.joint_counts), [2, 2, 2])    # negative codes count as firing
 
 
 def test_counts_are_exact_beyond_half_precision():

@@ -6,8 +6,9 @@ For binary firing indicators ``z_ti`` over ``n`` tokens, with ``N_i = Σ_t z_ti`
 
 (a latent that never fires, or always fires, has φ = 0 with everything). The headline is the mean of ``|φ_ij|``
 over all ``F(F−1)/2`` pairs ``i < j`` of one SAE. Latent ``i`` fires on token ``t`` when its value exceeds
-``θ_i`` (``thresholds``; default 0, i.e. ``> 0``). Pass codes (``sae.encode``) for ``> 0``, or pre-activations with
-per-latent thresholds (the paper's EER thresholds, §3.5).
+``θ_i`` (``thresholds``), or by default when its code is nonzero (``|z| > 0``: the same as ``> 0`` for non-negative
+codes, and right for signed AbsTopK codes). Pass codes (``sae.encode``), or pre-activations with per-latent
+thresholds (the paper's EER thresholds, §3.5).
 
 Counts are exact and never pass through half precision (§7.2 "fp16 counts"): each token chunk's ``ZᵀZ`` is added
 into an int64 ``F × F`` matrix. On the CPU it is a scipy sparse int64 product (cost ∝ tokens · L0², not
@@ -102,7 +103,7 @@ class CofiringCounter:
             raise ValueError(f"co-firing: non-finite values in a batch of shape {tuple(values.shape)}")
         values = values.reshape(-1, self.d_sae).to(self.device)
         for chunk in values.split(self.chunk_size):
-            fired = chunk > (0.0 if self.thresholds is None else self.thresholds)
+            fired = chunk != 0 if self.thresholds is None else chunk > self.thresholds
             self.joint += _cooccurrence(fired)
             self.counts += fired.sum(dim=0, dtype=torch.int64)
             self.n_tokens += chunk.shape[0]
