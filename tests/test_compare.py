@@ -20,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("compare")
     assert main(["--quick", "--seeds", str(len(SEEDS)), "--sources", ",".join(SOURCES), "--out", str(out),
-                 "--no-progress"]) == 0
+                 "--jobs", "2", "--no-progress"]) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -38,14 +38,41 @@ def test_every_source_arm_and_seed_has_an_entry(quick_run: tuple[Path, dict[str,
 
 def test_aligned_arms_sit_at_one_and_baselines_do_not(quick_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = quick_run
+    baselines = {arm.architecture for arm in ARMS if arm.baseline is None}
     for (source, architecture, seed), run in _runs(results).items():
         alignment = run["alignment"]
         if architecture.startswith("aligned_"):
             assert alignment["max_abs_deviation_from_one"] <= 1e-6, (source, architecture, seed)
             assert alignment["raw_std"] < 1e-5
-        else:
+        elif architecture in baselines:
             assert alignment["raw_std"] > 0.01, (source, architecture, seed, alignment["raw_std"])
             assert alignment["max_abs_deviation_from_one"] > 1e-3
+
+
+def test_every_method_of_the_plugin_is_compared() -> None:
+    from sae_aligned_plugin.saelens.registry import plugin_architectures
+
+    compared = {arm.architecture for arm in ARMS}
+    assert {"aligned_standard", "aligned_topk", "isae", "isae_me", "metasae_batchtopk"} <= compared
+    assert compared - {arm.architecture for arm in ARMS if arm.baseline is None} <= set(plugin_architectures())
+    for arm in ARMS:
+        assert arm.baseline is None or arm.baseline in compared
+        assert arm.sign_invariant == arm.architecture.startswith("isae")  # the AbsTopK arms have signed codes
+
+
+def test_pool_of_workers_gives_the_numbers_of_one_process(quick_run: tuple[Path, dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    """The fixture ran on a pool of spawned workers; one process must reproduce its runs exactly."""
+    _, pooled = quick_run
+    assert pooled["jobs"] >= 2
+    assert main(["--quick", "--seeds", str(len(SEEDS)), "--sources", "synthetic", "--arms", "isae,metasae_batchtopk",
+                 "--out", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
+    alone = json.loads((tmp_path / "results.json").read_text())
+    assert alone["jobs"] == 1
+    pooled_runs = _runs(pooled)
+    for key, run in _runs(alone).items():
+        for metric in ("explained_variance", "l0", "dead_fraction", "mean_abs_phi", "mcc"):
+            assert run[metric] == pooled_runs[key][metric], (key, metric)
 
 
 def test_metrics_are_in_range(quick_run: tuple[Path, dict[str, Any]]) -> None:
@@ -56,6 +83,7 @@ def test_metrics_are_in_range(quick_run: tuple[Path, dict[str, Any]]) -> None:
         assert run["dead_window_tokens"] == results["sources"][key[0]]["n_test_tokens" if key[0] == "minilm"
                                                                     else "n_test"]
         assert 0.0 <= run["l0"] <= run["sae_params"].get("k", math.inf), key
+        assert 0.0 < run["mean_abs_phi"] < 1.0, key
         if key[0] == "synthetic":
             assert 0.0 <= run["mcc"] <= 1.0, key
         else:
@@ -63,8 +91,10 @@ def test_metrics_are_in_range(quick_run: tuple[Path, dict[str, Any]]) -> None:
     for row in results["summary"]:
         stability = row["stability"]
         assert len(stability["pairs"]) == 1  # two seeds: one pair
+        signed = row["architecture"].startswith("isae")
+        assert stability["sign_invariant"] == signed
         for name in ("decoder_mmcs", "encoder_mmcs", "hungarian_shared_fraction"):
-            assert -1.0 <= stability[name] <= 1.0, (row["source"], row["architecture"], name)
+            assert (0.0 if signed else -1.0) <= stability[name] <= 1.0, (row["source"], row["architecture"], name)
 
 
 def test_minilm_cache_and_split(quick_run: tuple[Path, dict[str, Any]]) -> None:
@@ -86,5 +116,6 @@ def test_plots_and_table(quick_run: tuple[Path, dict[str, Any]]) -> None:
     table = (out / "results.md").read_text()
     for source in SOURCES:
         rows = [line for line in table.splitlines() if line.startswith(f"| {source} | ")]
-        assert [row.split(" | ")[1] for row in rows] == [arm.architecture for arm in ARMS]
+        assert [row.split(" | ")[1] for row in rows] == [arm.architecture + (" ±" if arm.sign_invariant else "")
+                                                         for arm in ARMS]
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporary files

@@ -319,6 +319,36 @@ def test_stability_independent_models_is_low():
     assert report.hungarian_shared_fraction == 0.0
 
 
+def test_sign_invariant_stability_matches_a_signed_permutation():
+    """Signed codes: (−e, −d) is the same feature as (e, d). A signed permutation of a model is then identical to
+    it under ``sign_invariant``, while the signed cosines see the flipped half as anti-parallel."""
+    f, d = 24, 16
+    enc, dec = _randn(f, d, seed=40), _randn(f, d, seed=41)
+    perm = torch.randperm(f, generator=_generator(42))
+    signs = torch.ones(f)
+    signs[: f // 2] = -1.0
+    enc_b, dec_b = (enc * signs[:, None])[perm], (dec * signs[:, None])[perm]
+
+    report = cross_seed_stability_from_rows(enc, dec, enc_b, dec_b, sign_invariant=True)
+    for name in ("decoder_mmcs_ab", "decoder_mmcs_ba", "encoder_mmcs_ab", "encoder_mmcs_ba",
+                 "hungarian_mean_decoder_cos", "hungarian_mean_encoder_cos"):
+        assert getattr(report, name) == pytest.approx(1.0, abs=1e-6), name
+    assert report.hungarian_shared_fraction == 1.0
+    np.testing.assert_array_equal(perm.numpy()[report.hungarian_match_b], np.arange(f))
+
+    signed = cross_seed_stability_from_rows(enc, dec, enc_b, dec_b)
+    assert signed.hungarian_shared_fraction <= 0.5 + 1e-9  # the flipped half cannot pass
+    assert signed.decoder_mmcs_ab < 0.9
+
+    # A feature whose decoder flips but whose encoder does not is not the same feature: its encoder cosine is −1.
+    enc_c = enc_b.clone()
+    flipped_in_b = int((perm == 0).nonzero())  # where feature 0 (sign −1) went
+    enc_c[flipped_in_b] = -enc_c[flipped_in_b]
+    mixed = cross_seed_stability_from_rows(enc, dec, enc_c, dec_b, sign_invariant=True)
+    assert mixed.hungarian_shared_fraction == pytest.approx((f - 1) / f)
+    assert mixed.hungarian_mean_encoder_cos == pytest.approx((f - 2) / f, abs=1e-6)
+
+
 def _unit_orthogonal(v: torch.Tensor, seed: int) -> torch.Tensor:
     """A unit vector orthogonal to ``v``."""
     w = _randn(v.numel(), seed=seed)

@@ -1,10 +1,13 @@
 """The compared architectures, as data: the loop in :mod:`~sae_aligned_plugin.experiments.compare` only reads this.
 
 An :class:`Arm` names a registered SAELens training architecture, the *hyperparameter family* whose settings it
-trains with (an aligned arm uses exactly its baseline's settings: the method adds no hyperparameters), and the
-baseline it is compared against (``None`` for a baseline). The table lists arms in this order, so each plugin arm
-sits right below its baseline. To compare a new pair, append two entries (and, for a new family, add its settings
-to ``FAMILY_PARAMETERS`` in :mod:`~sae_aligned_plugin.experiments.compare`).
+trains with, and the baseline it is compared against (``None`` for a baseline). A plugin arm shares its baseline's
+family settings (sizes, L1 coefficient or k); an aligned arm adds nothing (the method has no hyperparameters), the
+iSAE and MetaSAE arms add their method's settings at the architecture's defaults (the papers' values) unless a
+source plan overrides them (``SourcePlan.architecture_params`` in :mod:`~sae_aligned_plugin.experiments.compare`).
+The table lists arms in this order, so each plugin arm sits right below its baseline. To compare a new pair, append
+two entries (and, for a new family, add its settings to the plans in
+:mod:`~sae_aligned_plugin.experiments.compare`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ class Arm:
     """Key of the per-source hyperparameters it trains with (e.g. ``"standard"`` → ``l1_coefficient``)."""
     baseline: str | None = None
     """Architecture of the arm it is compared against; ``None`` for a baseline."""
+    sign_invariant: bool = False
+    """Its codes are signed (AbsTopK), so a latent and its negation are the same feature: cross-seed stability
+    matches on ``|cos|``."""
 
 
 ARMS: tuple[Arm, ...] = (
@@ -27,6 +33,10 @@ ARMS: tuple[Arm, ...] = (
     Arm("aligned_standard", family="standard", baseline="standard"),
     Arm("topk", family="topk"),
     Arm("aligned_topk", family="topk", baseline="topk"),
+    Arm("isae", family="topk", baseline="topk", sign_invariant=True),
+    Arm("isae_me", family="topk", baseline="topk", sign_invariant=True),
+    Arm("batchtopk", family="batchtopk"),
+    Arm("metasae_batchtopk", family="batchtopk", baseline="batchtopk"),
 )
 
 

@@ -1,4 +1,4 @@
-"""``sae-aligned compare``: offline comparison of baseline SAELens architectures and their aligned versions.
+"""``sae-aligned compare``: offline comparison of baseline SAELens architectures and the plugin's architectures.
 
 For every data source (SAELens synthetic ground truth; MiniLM layer-3 residual stream on pydoc text), every arm of
 :data:`~sae_aligned_plugin.experiments.arms.ARMS` and every seed, train one SAE with SAELens's ``SAETrainer``
@@ -21,6 +21,7 @@ import dataclasses  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
@@ -44,7 +45,8 @@ from sae_aligned_plugin.experiments.report import (  # noqa: E402
     markdown_table,
     write_histograms,
 )
-from sae_aligned_plugin.experiments.runs import TrainSettings, run_arm, seed_pair_stability  # noqa: E402
+from sae_aligned_plugin.experiments.grid import Task, run_grid  # noqa: E402
+from sae_aligned_plugin.experiments.runs import RunResult, TrainSettings, seed_pair_stability  # noqa: E402
 
 SOURCES = ("synthetic", "minilm")
 
@@ -56,13 +58,20 @@ class SourcePlan:
     data: SyntheticSettings | MiniLMSettings
     train: TrainSettings
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Hyperparameter family (:attr:`Arm.family`) → SAE config entries; baseline and aligned arm share them."""
+    """Hyperparameter family (:attr:`Arm.family`) → SAE config entries; a baseline and its plugin arms share them."""
+    architecture_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Architecture → its method's own config entries where they differ from the architecture's defaults."""
 
-    def params(self, arm: Arm) -> dict[str, Any]:
-        params = dict(self.families[arm.family])
+    def family_params(self, family: str) -> dict[str, Any]:
+        """The family's entries, plus the L1 warm-up over the warm-up fraction of the steps for an L1 family."""
+        params = dict(self.families[family])
         if "l1_coefficient" in params:
             params.setdefault("l1_warm_up_steps", int(self.train.warmup_fraction * self.train.steps))
         return params
+
+    def params(self, arm: Arm) -> dict[str, Any]:
+        """Config entries of one arm: its family's, then its architecture's own."""
+        return {**self.family_params(arm.family), **self.architecture_params.get(arm.architecture, {})}
 
 
 def default_plans() -> dict[str, SourcePlan]:
@@ -71,12 +80,14 @@ def default_plans() -> dict[str, SourcePlan]:
         "synthetic": SourcePlan(
             data=SyntheticSettings(),
             train=TrainSettings(expansion=8, steps=1000, batch_size=256, lr=3e-3),
-            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 4}},
+            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 4}, "batchtopk": {"k": 4}},
+            architecture_params={"metasae_batchtopk": {"meta_lr": 3e-3}},
         ),
         "minilm": SourcePlan(
             data=MiniLMSettings(),
             train=TrainSettings(expansion=2, steps=500, batch_size=128, lr=2e-3),
-            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 32}},
+            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 32}, "batchtopk": {"k": 32}},
+            architecture_params={"metasae_batchtopk": {"meta_lr": 2e-3}},
         ),
     }
 
@@ -88,13 +99,15 @@ def quick_plans() -> dict[str, SourcePlan]:
             data=SyntheticSettings(num_features=64, hidden_dim=16, n_test=2048),
             train=TrainSettings(expansion=4, steps=80, batch_size=64, lr=1e-2, dead_feature_window=20,
                                 norm_estimate_batches=5),
-            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 4}},
+            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 4}, "batchtopk": {"k": 4}},
+            architecture_params={"metasae_batchtopk": {"meta_lr": 1e-2, "meta_k": 4}},  # meta size 6 here
         ),
         "minilm": SourcePlan(
             data=MiniLMSettings(context=64, max_tokens=1800),
             train=TrainSettings(expansion=1, steps=60, batch_size=64, lr=1e-2, dead_feature_window=20,
                                 norm_estimate_batches=5),
-            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 16}},
+            families={"standard": {"l1_coefficient": 2.0}, "topk": {"k": 16}, "batchtopk": {"k": 16}},
+            architecture_params={"metasae_batchtopk": {"meta_lr": 1e-2}},
         ),
     }
 
@@ -117,13 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--steps", type=int, help="training steps per SAE")
     sizes.add_argument("--batch-size", type=int, help="activations per training batch")
     sizes.add_argument("--expansion", type=int, help="d_sae / d_in")
-    sizes.add_argument("--lr", type=float, help="Adam learning rate")
+    sizes.add_argument("--lr", type=float, help="Adam learning rate (MetaSAE's meta SAE follows it)")
     sizes.add_argument("--l1-coefficient", type=float, help="L1 coefficient of the standard family")
-    sizes.add_argument("--k", type=int, help="k of the topk family")
+    sizes.add_argument("--k", type=int, help="k of the topk and batchtopk families")
     sizes.add_argument("--max-tokens", type=int, help="MiniLM: text tokens to extract (default: all, ~128k)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default: %(default)s; these small SAEs gain little from a second "
+                        help="torch intra-op threads per run (default: %(default)s; these small SAEs gain little from a second "
                              "thread and slow down several-fold when the cores are shared with other processes)")
+    parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
+                        help="SAE runs in parallel, one worker process each (default: the CPU cores, at most 4: "
+                             "%(default)s here); 1 runs everything in this process")
     parser.add_argument("--show-steps", action="store_true", help="show SAELens's per-step progress bars")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -133,13 +149,18 @@ def _apply_overrides(plan: SourcePlan, args: argparse.Namespace) -> SourcePlan:
     train_overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "expansion", "lr")
                        if getattr(args, name) is not None}
     families = {family: dict(params) for family, params in plan.families.items()}
-    for family, key, value in (("standard", "l1_coefficient", args.l1_coefficient), ("topk", "k", args.k)):
+    for family, key, value in (("standard", "l1_coefficient", args.l1_coefficient), ("topk", "k", args.k),
+                               ("batchtopk", "k", args.k)):
         if value is not None and family in families:
             families[family][key] = value
     data = plan.data
     if args.max_tokens is not None and isinstance(data, MiniLMSettings):
         data = dataclasses.replace(data, max_tokens=args.max_tokens)
-    return SourcePlan(data=data, train=dataclasses.replace(plan.train, **train_overrides), families=families)
+    architecture_params = {name: {key: args.lr if key == "meta_lr" and args.lr is not None else value
+                                  for key, value in params.items()}
+                           for name, params in plan.architecture_params.items()}
+    return SourcePlan(data=data, train=dataclasses.replace(plan.train, **train_overrides), families=families,
+                      architecture_params=architecture_params)
 
 
 def load_source(name: str, plan: SourcePlan, cache_dir: Path, progress: bool) -> ActivationSource:
@@ -160,8 +181,12 @@ def _source_description(source: ActivationSource, plan: SourcePlan, arms: list[A
                 f"({info['n_rows'] - info['n_test_rows']} rows), {info['n_test_tokens']} held-out tokens "
                 f"({info['n_test_rows']} rows)")
     train = plan.train
-    params_by_family = {arm.family: plan.params(arm) for arm in arms}
-    families = "; ".join(f"{family}: {params}" for family, params in params_by_family.items())
+    families = "; ".join(f"{family}: {plan.family_params(family)}" for family in dict.fromkeys(a.family for a in arms))
+    own = {arm.architecture: plan.architecture_params[arm.architecture] for arm in arms
+           if arm.architecture in plan.architecture_params}
+    if own:
+        families += "; method settings (others at the architecture defaults): " + "; ".join(
+            f"{name}: {params}" for name, params in own.items())
     return (f"- **{source.name}**: {data}. Held-out set = dead window: {source.test.shape[0]} activations. "
             f"d_in {source.d_in}, d_sae {train.expansion * source.d_in}; {train.steps} steps × batch "
             f"{train.batch_size}; Adam lr {train.lr} (warm-up {train.warmup_fraction:.0%}, linear decay to 0 over the "
@@ -182,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     seeds = list(range(args.seeds))
-    if args.threads < 1:
-        raise SystemExit("--threads must be >= 1")
+    if args.threads < 1 or args.jobs < 1:
+        raise SystemExit("--threads and --jobs must be >= 1")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -193,42 +218,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
 
     sources = {name: load_source(name, plan, out / "cache", progress) for name, plan in plans.items()}
+    loaders = {name: partial(load_source, name, plan, out / "cache", False) for name, plan in plans.items()}
+    tasks = [Task(name, arm.architecture, plan.params(arm), plan.train, seed)
+             for name, plan in plans.items() for arm in arms for seed in seeds]
+    results: dict[tuple[str, str, int], RunResult] = {}
+    jobs = min(args.jobs, len(tasks))
+    with tqdm(total=len(tasks), desc=f"SAE runs ({jobs} process{'es' if jobs > 1 else ''})", unit="run",
+              disable=not progress) as bar:
+        for task, result in run_grid(tasks, sources, loaders, jobs=jobs, threads=args.threads,
+                                     show_steps=args.show_steps):
+            results[task.source, task.architecture, task.seed] = result
+            bar.set_postfix_str(f"{task.source}/{task.architecture}/seed {task.seed}")
+            bar.update()
+
     runs: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     plots: list[str] = []
-    with tqdm(total=len(sources) * len(arms) * len(seeds), desc="SAE runs", unit="run", disable=not progress) as bar:
-        for name, source in sources.items():
-            plan, scores = plans[name], {}
-            for arm in arms:
-                results = {}
-                for seed in seeds:
-                    bar.set_postfix_str(f"{name}/{arm.architecture}/seed {seed}")
-                    results[seed] = run_arm(arm.architecture, plan.params(arm), source, plan.train, seed,
-                                            show_steps=args.show_steps)
-                    runs.append({"source": name, "architecture": arm.architecture, "baseline": arm.baseline,
-                                 "seed": seed, "sae_params": plan.params(arm), **results[seed].metrics})
-                    bar.update()
-                scores[arm.architecture] = {seed: result.alignment_scores for seed, result in results.items()}
-                summary.append({"source": name, "architecture": arm.architecture, "baseline": arm.baseline,
-                                "seeds": seeds, "aggregate": aggregate([r.metrics for r in results.values()]),
-                                "stability": seed_pair_stability(results)})
-            plots += [str(path) for path in write_histograms(out / "plots", name, scores)]
+    for name, plan in plans.items():
+        scores = {}
+        for arm in arms:
+            by_seed = {seed: results[name, arm.architecture, seed] for seed in seeds}
+            runs += [{"source": name, "architecture": arm.architecture, "baseline": arm.baseline, "seed": seed,
+                      "sae_params": plan.params(arm), **result.metrics} for seed, result in by_seed.items()]
+            scores[arm.architecture] = {seed: result.alignment_scores for seed, result in by_seed.items()}
+            summary.append({"source": name, "architecture": arm.architecture, "baseline": arm.baseline,
+                            "seeds": seeds, "aggregate": aggregate([r.metrics for r in by_seed.values()]),
+                            "stability": seed_pair_stability(by_seed, sign_invariant=arm.sign_invariant)})
+        plots += [str(path) for path in write_histograms(out / "plots", name, scores)]
 
     wall = time.perf_counter() - started
     table = markdown_table(summary)
     command = "sae-aligned compare " + shlex.join(list(argv) if argv is not None else [])
     setup = "\n".join(_source_description(sources[name], plans[name], arms) for name in sources)
     write_text(out / "results.md", (
-        f"# Baseline vs aligned SAEs ({len(seeds)} seeds)\n\n"
+        f"# Baselines vs plugin architectures ({len(seeds)} seeds)\n\n"
         f"- command: `{command.strip()}`; date {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
         f"- wall time {wall:.0f} s (from the start of `main`; interpreter start-up and imports excluded) on "
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {args.threads} torch thread(s)\n"
-        f"- the aligned arm of each pair uses exactly its baseline's hyperparameters\n{setup}\n\n"
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {jobs} parallel run(s) of "
+        f"{args.threads} torch thread(s)\n"
+        f"- each plugin arm uses its baseline's hyperparameters (the aligned ones add none; iSAE and MetaSAE add their "
+        f"method's settings, listed below where they differ from the architecture defaults)\n{setup}\n\n"
         f"{table}\n\n{TABLE_LEGEND}\n"
     ))
     write_json(out / "results.json", {
         "command": command.strip(),
         "wall_seconds": wall,
+        "jobs": jobs,
+        "threads": args.threads,
         "seeds": seeds,
         "arms": [dataclasses.asdict(arm) for arm in arms],
         "plans": {name: dataclasses.asdict(plan) for name, plan in plans.items()},

@@ -62,6 +62,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("EV", "explained_variance", _mean_std()),
     ("dead %", "dead_fraction", _mean_std(scale=100.0, digits=1)),
     ("MCC", "mcc", _mean_std()),
+    ("\\|φ\\| ×10³", "mean_abs_phi", _mean_std(scale=1e3, digits=2)),
     ("a_i mean", "alignment.raw_mean", _mean_std()),
     ("a_i std", "alignment.raw_std", _mean_std()),
     ("a_i BC", "alignment.bimodality_raw", _mean_std(digits=2)),
@@ -77,7 +78,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     headers = ["data", "architecture", *(header for header, _, _ in TABLE_COLUMNS)]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [row["source"], row["architecture"]]
+        signed = row["stability"].get("sign_invariant", False)
+        cells = [row["source"], row["architecture"] + (" ±" if signed else "")]
         for _, key, cell in TABLE_COLUMNS:
             if key.startswith("stability."):
                 cells.append(cell(row["stability"].get(key.removeprefix("stability."))))
@@ -91,11 +93,13 @@ TABLE_LEGEND = """\
 Cells are mean ± sample std over seeds. L0: mean nonzero codes per held-out token. EV (explained variance) =
 1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖² over the held-out tokens. dead %: latents with no nonzero code on any held-out
 token (window stated per source above). MCC: SAELens `eval_sae_on_synthetic_data` (Hungarian match of |cos| between
-`W_dec` rows and the true features; synthetic only). a_i = ⟨e_i, d_i⟩ per latent (raw alignment score): mean, std
+`W_dec` rows and the true features; synthetic only). |φ|: mean |φ| of latent co-firing over all latent pairs on
+the held-out tokens (a latent fires when its code is nonzero; independent latents give about sqrt(2/(π n))). a_i = ⟨e_i, d_i⟩ per latent (raw alignment score): mean, std
 (the spread) and Sarle's bimodality coefficient BC (> 0.555 suggests bimodality; 0 for a spike); max dev = max over
 seeds and latents of |a_i − 1| / (‖e_i‖‖d_i‖) (≤ 1e-6 for an aligned SAE in fp32). dec / enc MMCS: mean max cosine
 between the decoder / encoder rows of two seeds (mean of both directions), shared: fraction of Hungarian-matched
-latent pairs with decoder and encoder cosine > 0.7; all three averaged over the seed pairs."""
+latent pairs with decoder and encoder cosine > 0.7; all three averaged over the seed pairs. ±: signed codes
+(AbsTopK), so a latent and its negation are one feature and the three stability columns use |cos|."""
 
 
 def write_histograms(

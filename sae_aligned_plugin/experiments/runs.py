@@ -7,6 +7,8 @@ Metrics (held-out split of the source, after SAELens folded its activation scali
   ``ExplainedVarianceCalculator``, which computes exactly this in float64).
 * ``dead_fraction``: latents with no nonzero code on any held-out token (``dead_window_tokens`` of them),
   :func:`~sae_aligned_plugin.metrics.dead_fraction`.
+* ``mean_abs_phi``: mean |φ| of latent co-firing over all pairs (a latent fires when its code is nonzero),
+  :class:`~sae_aligned_plugin.metrics.CofiringCounter` (MetaSAE spec §3.1).
 * ``alignment``: :func:`~sae_aligned_plugin.metrics.alignment_report` summary (``raw_std`` is the spread of
   ``a_i = ⟨e_i, d_i⟩``; ``max_abs_deviation_from_one`` is ``max_i |a_i − 1| / (‖e_i‖‖d_i‖)``).
 * source extras (synthetic: SAELens MCC of ``W_dec`` against the true features).
@@ -28,6 +30,7 @@ from torch import Tensor
 
 from sae_aligned_plugin.experiments.data import ActivationSource, FixedBatches
 from sae_aligned_plugin.metrics import (
+    CofiringCounter,
     alignment_report,
     cross_seed_stability_from_rows,
     dead_fraction,
@@ -127,10 +130,12 @@ def evaluate_sae(sae: Any, source: ActivationSource, batch_size: int) -> RunResu
 
     sae.eval()
     variance = ExplainedVarianceCalculator()
+    cofiring = CofiringCounter(sae.cfg.d_sae)
 
     def encode_and_reconstruct(x: Tensor) -> Tensor:
         codes = sae.encode(x)
         variance.add_batch(sae.decode(codes), x)
+        cofiring.update(codes)
         return codes
 
     dead = dead_fraction(encode_and_reconstruct, source.test.split(batch_size), d_sae=sae.cfg.d_sae)
@@ -140,6 +145,7 @@ def evaluate_sae(sae: Any, source: ActivationSource, batch_size: int) -> RunResu
         "explained_variance": variance.compute(),
         "dead_fraction": dead.fraction_dead,
         "dead_window_tokens": dead.n_tokens,
+        "mean_abs_phi": cofiring.report().mean_abs_phi,
         "alignment": alignment.summary(),
     }
     if source.extra_eval is not None:
@@ -163,14 +169,15 @@ def run_arm(architecture: str, params: dict[str, Any], source: ActivationSource,
 STABILITY_KEYS = ("decoder_mmcs", "encoder_mmcs", "hungarian_shared_fraction")
 
 
-def seed_pair_stability(runs: dict[int, RunResult]) -> dict[str, Any]:
+def seed_pair_stability(runs: dict[int, RunResult], *, sign_invariant: bool = False) -> dict[str, Any]:
     """Cross-seed stability over every pair of seeds: per pair the decoder and encoder MMCS (mean of both
     directions) and the Hungarian shared fraction (decoder and encoder cosine > 0.7), and their means over pairs
-    (NaN with fewer than two seeds)."""
+    (NaN with fewer than two seeds). ``sign_invariant``: cosines in absolute value (signed codes)."""
     pairs = []
     for seed_a, seed_b in itertools.combinations(sorted(runs), 2):
         a, b = runs[seed_a], runs[seed_b]
-        report = cross_seed_stability_from_rows(a.encoder_rows, a.decoder_rows, b.encoder_rows, b.decoder_rows)
+        report = cross_seed_stability_from_rows(a.encoder_rows, a.decoder_rows, b.encoder_rows, b.decoder_rows,
+                                                sign_invariant=sign_invariant)
         pairs.append({
             "seeds": [seed_a, seed_b],
             "decoder_mmcs": 0.5 * (report.decoder_mmcs_ab + report.decoder_mmcs_ba),
@@ -179,4 +186,4 @@ def seed_pair_stability(runs: dict[int, RunResult]) -> dict[str, Any]:
             "detail": report.summary(),
         })
     means = {key: float(np.mean([pair[key] for pair in pairs])) if pairs else float("nan") for key in STABILITY_KEYS}
-    return {**means, "pairs": pairs}
+    return {**means, "sign_invariant": sign_invariant, "pairs": pairs}

@@ -7,7 +7,10 @@
   ``hungarian_shared_fraction`` = fraction of those pairs whose decoder AND encoder cosines both exceed
   ``threshold`` (0.7).
 
-Cosines are signed (features are not sign-symmetric) and computed in fp32 on the models' device. The max-cosine
+Cosines are signed (features of non-negative codes are not sign-symmetric) unless ``sign_invariant=True``: for
+SAEs with signed codes (AbsTopK, iSAE) a latent ``(e, d)`` and ``(−e, −d)`` are the same feature, so every cosine is
+taken in absolute value, the matching maximises summed ``|cos|``, and a matched pair's encoder cosine is multiplied
+by the sign of its decoder cosine (both rows flip together). Computed in fp32 on the models' device. The max-cosine
 passes work on ``chunk_size`` rows of A at a time, so they never hold more than a ``chunk_size × F_b`` block. The
 Hungarian step needs the full ``F_a × F_b`` decoder cosine matrix on the CPU (about ``12·F_a·F_b`` bytes with
 scipy's float64 copy: 3 GiB at F = 16384) and is cubic in F; pass ``hungarian=False`` to skip it.
@@ -71,8 +74,10 @@ class StabilityReport:
         return out
 
 
-def max_cosine(rows_a: Tensor, rows_b: Tensor, *, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
-    """``(max_j cos(a_i, b_j) for each i, max_i cos(a_i, b_j) for each j)`` in fp32, chunked over rows of A.
+def max_cosine(rows_a: Tensor, rows_b: Tensor, *, chunk_size: int = 4096, sign_invariant: bool = False)\
+        -> tuple[Tensor, Tensor]:
+    """``(max_j cos(a_i, b_j) for each i, max_i cos(a_i, b_j) for each j)`` in fp32, chunked over rows of A
+    (``|cos|`` if ``sign_invariant``).
 
     Holds at most a ``chunk_size × F_b`` block of cosines. Zero rows have cosine 0 with everything.
     """
@@ -84,20 +89,24 @@ def max_cosine(rows_a: Tensor, rows_b: Tensor, *, chunk_size: int = 4096) -> tup
     best_for_b = torch.full((unit_b.shape[0],), -torch.inf, device=unit_a.device)
     for start in range(0, unit_a.shape[0], chunk_size):
         block = unit_a[start : start + chunk_size] @ unit_b.T
+        if sign_invariant:
+            block = block.abs()
         best_for_a[start : start + block.shape[0]] = block.max(dim=1).values
         best_for_b = torch.maximum(best_for_b, block.max(dim=0).values)
     return best_for_a, best_for_b
 
 
 def _hungarian(
-    enc_a: Tensor, dec_a: Tensor, enc_b: Tensor, dec_b: Tensor, threshold: float
+    enc_a: Tensor, dec_a: Tensor, enc_b: Tensor, dec_b: Tensor, threshold: float, sign_invariant: bool
 ) -> tuple[float, float, float, NDArray[np.int64]]:
     """Hungarian matching on the full decoder cosines: (mean decoder cos, mean encoder cos, shared fraction, match)."""
     unit = [F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (enc_a, dec_a, enc_b, dec_b)]
     decoder_cos = (unit[1] @ unit[3].T).cpu().numpy()
-    rows, cols = linear_sum_assignment(decoder_cos, maximize=True)
-    matched_decoder = decoder_cos[rows, cols]
-    matched_encoder = (unit[0][rows] * unit[2][cols]).sum(dim=-1).cpu().numpy()
+    score = np.abs(decoder_cos) if sign_invariant else decoder_cos
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    matched_decoder = score[rows, cols]
+    signs = np.sign(decoder_cos[rows, cols]) if sign_invariant else 1.0
+    matched_encoder = (unit[0][rows] * unit[2][cols]).sum(dim=-1).cpu().numpy() * signs
     shared = (matched_decoder > threshold) & (matched_encoder > threshold)
     match = np.full(enc_a.shape[0], -1, dtype=np.int64)
     match[rows] = cols
@@ -114,17 +123,19 @@ def cross_seed_stability_from_rows(
     threshold: float = 0.7,
     chunk_size: int = 4096,
     hungarian: bool = True,
+    sign_invariant: bool = False,
 ) -> StabilityReport:
-    """:class:`StabilityReport` from the rows ``[F_a, d]`` of A and ``[F_b, d]`` of B (F_a may differ from F_b)."""
+    """:class:`StabilityReport` from the rows ``[F_a, d]`` of A and ``[F_b, d]`` of B (F_a may differ from F_b);
+    ``sign_invariant`` for signed codes (module docstring)."""
     if decoder_a.shape[-1] != decoder_b.shape[-1]:
         raise ValueError(
             f"cross-seed stability needs the same input width: {decoder_a.shape[-1]} vs {decoder_b.shape[-1]}"
         )
-    dec_ab, dec_ba = max_cosine(decoder_a, decoder_b, chunk_size=chunk_size)
-    enc_ab, enc_ba = max_cosine(encoder_a, encoder_b, chunk_size=chunk_size)
+    dec_ab, dec_ba = max_cosine(decoder_a, decoder_b, chunk_size=chunk_size, sign_invariant=sign_invariant)
+    enc_ab, enc_ba = max_cosine(encoder_a, encoder_b, chunk_size=chunk_size, sign_invariant=sign_invariant)
     nan = float("nan")
     matching = (
-        _hungarian(encoder_a, decoder_a, encoder_b, decoder_b, threshold)
+        _hungarian(encoder_a, decoder_a, encoder_b, decoder_b, threshold, sign_invariant)
         if hungarian
         else (nan, nan, nan, np.full(decoder_a.shape[0], -1, dtype=np.int64))
     )
@@ -146,7 +157,8 @@ def cross_seed_stability_from_rows(
 
 
 def cross_seed_stability(
-    model_a: Any, model_b: Any, *, threshold: float = 0.7, chunk_size: int = 4096, hungarian: bool = True
+    model_a: Any, model_b: Any, *, threshold: float = 0.7, chunk_size: int = 4096, hungarian: bool = True,
+    sign_invariant: bool = False,
 ) -> StabilityReport:
     """Cross-seed stability of two models, each read by :func:`~sae_aligned_plugin.metrics.encoder_decoder_rows`."""
     return cross_seed_stability_from_rows(
@@ -155,4 +167,5 @@ def cross_seed_stability(
         threshold=threshold,
         chunk_size=chunk_size,
         hungarian=hungarian,
+        sign_invariant=sign_invariant,
     )
