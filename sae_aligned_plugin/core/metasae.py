@@ -111,12 +111,17 @@ def unit_rows(decoder: Tensor) -> Tensor:
     return decoder / decoder.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def row_mean_std(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row mean and unbiased std over the last dimension, ``[..., 1]`` each (the std as ``‖x − mean‖/√(d − 1)``:
+    one fused reduction, several times faster on CPUs than ``Tensor.std``)."""
+    mean = rows.mean(dim=-1, keepdim=True)
+    return mean, torch.linalg.vector_norm(rows - mean, dim=-1, keepdim=True).div_(math.sqrt(rows.shape[-1] - 1))
+
+
 def standardise_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(x − mean_d x)/(std_d x + 1e-5)`` per row (unbiased std), with the mean and std to map back (§1.1)."""
-    mean = rows.mean(dim=-1, keepdim=True)
-    centred = rows - mean
-    std = centred.std(dim=-1, keepdim=True)
-    return centred / (std + STD_EPS), mean, std
+    mean, std = row_mean_std(rows)
+    return (rows - mean).div_(std + STD_EPS), mean, std
 
 
 def loss_scale(x: Tensor) -> Tensor:
@@ -198,8 +203,7 @@ class MetaSAE(nn.Module):
         Fused: ``x̃ W_enc = (rows W_enc − mean ⊗ 1ᵀW_enc)/(std + ε)`` never materialises ``x̃``, and the output is
         built in place, so it makes a few passes over ``[B, d]`` besides the matmul and the top-k.
         """
-        mean = rows.mean(dim=-1, keepdim=True)
-        std = (rows - mean).norm(dim=-1, keepdim=True).div_(math.sqrt(rows.shape[-1] - 1))
+        mean, std = row_mean_std(rows)
         pre = rows @ self.W_enc
         pre.addcmul_(mean, self.W_enc.sum(dim=0), value=-1.0).div_(std + STD_EPS).sub_(self.b_dec @ self.W_enc)
         codes = batch_topk(pre, self.k)
@@ -214,12 +218,12 @@ class MetaSAE(nn.Module):
         AuxK: the top ``min(aux_k, #dead)`` ReLU pre-activations of dead latents per row rebuild the residual
         ``x̃ − x̂̃`` (not detached, as written in the spec), ``aux = aux_coefficient · mean(...)²``.
         """
-        residual = out.x - out.recon
-        mse = residual.pow(2).mean()
+        mse = F.mse_loss(out.recon, out.x)  # one fused pass forward and backward
         dead = self.dead_mask()
         n_dead = int(dead.sum())
         if n_dead == 0:
             return mse, mse, mse.new_zeros(())
+        residual = out.x - out.recon
         dead_pre = F.relu(out.x @ self.W_enc[:, dead] - self.b_dec @ self.W_enc[:, dead])
         top = dead_pre.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
         aux_acts = torch.zeros_like(dead_pre).scatter_(-1, top.indices, top.values)
