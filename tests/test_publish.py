@@ -26,12 +26,13 @@ from helpers import make_sae, train_steps
 from sae_aligned_plugin import cli
 from sae_aligned_plugin.hub import PublishError, model_card, publish, pull
 from sae_aligned_plugin.hub import upload as publish_module
-from sae_aligned_plugin.hub.card import load_lines
+from sae_aligned_plugin.hub.card import card_entries, load_lines
 from sae_aligned_plugin.saelens import CheckpointError, load_sae
 
 REPO = "alice/saes"
 EXPECTED = ["README.md", "run/cfg.json", "run/meta_sae/cfg.json", "run/meta_sae/sae_weights.safetensors",
-            "run/runner_cfg.json", "run/sae_weights.safetensors", "run/sparsity.safetensors"]
+            "run/runner_cfg.json", "run/sae_weights.safetensors", "run/sparsity.safetensors", "sae_aligned_card.json"]
+SAE_FILES = [path for path in EXPECTED if path.startswith("run/")]
 
 
 class FakeHub:
@@ -69,6 +70,13 @@ class FakeHfApi:
 
     def create_branch(self, repo_id: str, **kwargs: Any) -> None:
         self.hub.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def list_repo_files(self, repo_id: str, *, revision: str = "main", **kwargs: Any) -> list[str]:
+        return sorted(self.hub.files(repo_id, revision))
+
+    def hf_hub_download(self, repo_id: str, filename: str, *, revision: str = "main", **kwargs: Any) -> str:
+        ref = (self.hub.repo_dir(repo_id) / "refs" / revision).read_text()
+        return str(self.hub.repo_dir(repo_id) / "snapshots" / ref / filename)
 
     def upload_folder(self, *, repo_id: str, folder_path: str, revision: str = "main", **kwargs: Any) -> Any:
         self.hub.calls.append(("upload_folder", {"repo_id": repo_id, "revision": revision, **kwargs}))
@@ -137,7 +145,7 @@ def test_publish_then_load_with_from_pretrained_and_pull(hub, run_folder, tmp_pa
     assert hub.calls[1][0] == "upload_folder" and hub.calls[1][1]["token"] == "hf_secret"
     remote = hub.files(REPO)
     assert sorted(remote) == EXPECTED
-    assert all(remote[path] == before[path.removeprefix("run/")] for path in EXPECTED[1:])
+    assert all(remote[path] == before[path.removeprefix("run/")] for path in SAE_FILES)
     assert contents(run_folder) == before                                  # the user's folder is only read
 
     for sae_id, folder in (("run", run_folder), ("run/meta_sae", run_folder / "meta_sae")):
@@ -147,7 +155,7 @@ def test_publish_then_load_with_from_pretrained_and_pull(hub, run_folder, tmp_pa
 
     pulled = pull(REPO, "run", tmp_path / "pulled")
     assert pulled == tmp_path / "pulled" / "run"
-    assert contents(pulled) == {path.removeprefix("run/"): remote[path] for path in EXPECTED[1:]}
+    assert contents(pulled) == {path.removeprefix("run/"): remote[path] for path in SAE_FILES}
     with pytest.raises(FileNotFoundError, match="no SAE 'nope' in alice/saes; published SAE ids: \\['run', "
                                                 "'run/meta_sae'\\]"):
         pull(REPO, "nope", tmp_path / "pulled")
@@ -169,6 +177,30 @@ def test_model_card_front_matter_metadata_and_load_lines(hub, run_folder):
     diagnostics = body.split("## Diagnostics")[1].splitlines()
     run_row = next(line for line in diagnostics if line.startswith("| `run` |")).strip("| ").split(" | ")
     assert run_row[4:7] == ["1", "1", "0"]             # unit decoder rows; no latent dead at log10 rate −2
+
+
+def test_later_uploads_to_the_same_repo_keep_every_sae_in_the_card(hub, run_folder, tmp_path):
+    other = tmp_path / "other"
+    sae = make_sae("aligned_topk")
+    train_steps(sae, 3)
+    sae.save_inference_model(other)
+    publish({"legacy": other}, REPO, card=False)                  # e.g. uploaded by another tool: no card data
+    publish({"run": run_folder}, REPO)
+    publish({"topk": other}, REPO)
+    publish({"run": run_folder}, REPO)                             # a re-upload replaces its rows, no duplicates
+
+    remote = hub.files(REPO)
+    data = json.loads(remote["sae_aligned_card.json"])["saes"]
+    assert [entry["sae_id"] for entry in data] == ["run", "run/meta_sae", "topk"]
+    assert data == json.loads(json.dumps(
+        card_entries([("run", run_folder), ("run/meta_sae", run_folder / "meta_sae"), ("topk", other)])))
+    body = remote["README.md"].decode()
+    sae_rows = [line for line in body.split("## SAEs")[1].split("## Training")[0].splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[0] for row in sae_rows] == ["| `run`", "| `run/meta_sae`", "| `topk`", "| `legacy`"]
+    assert "| `topk` | aligned_topk | topk |" in body
+    assert "| `legacy` | (not described: uploaded without sae-aligned-plugin's card data) |" in body
+    assert "- aligned_topk\n- jumprelu\n- metasae_batchtopk" in body.split("---")[1]   # front-matter tags, sorted
+    assert len(body.split("## Diagnostics")[1].split("| `")) - 1 == 3  # diagnostics of the three described SAEs
 
 
 def test_cli_eval_and_diagnose_a_published_sae_by_repo_id(hub, run_folder, tmp_path):
@@ -201,7 +233,7 @@ def test_cli_publish_to_a_branch_of_a_private_repo(hub, run_folder, capsys):
     assert cli.main(["publish", f"v1={run_folder}", "--repo", REPO, "--private", "--token", "hf_x",
                      "--revision", "dev", "--no-card"]) == 0
     assert ("create_branch", {"repo_id": REPO, "branch": "dev", "token": "hf_x", "exist_ok": True}) in hub.calls
-    assert sorted(hub.files(REPO, "dev")) == sorted(p.replace("run/", "v1/") for p in EXPECTED[1:])
+    assert sorted(hub.files(REPO, "dev")) == sorted(p.replace("run/", "v1/") for p in SAE_FILES)
     assert hub.files(REPO) == {}
     out = capsys.readouterr().out
     assert "published 2 SAE(s) to alice/saes@dev: v1, v1/meta_sae" in out

@@ -40,24 +40,50 @@ def _runner_config(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def model_card(repo_id: str, saes: Sequence[tuple[str, Path]]) -> str:
-    """Markdown card for ``saes`` (``(sae_id, folder)`` pairs, each a SAELens SAE folder)."""
-    reports = {sae_id: weight_diagnostics(load_sae(folder), folder) for sae_id, folder in saes}
-    runners = {sae_id: _runner_config(folder) for sae_id, folder in saes}
-    architectures = sorted({report["sae"]["training_architecture"] for report in reports.values()})
+CARD_DATA = "sae_aligned_card.json"
+"""The card's rows as data, published beside ``README.md``: a later upload to the same repo and branch reads it back,
+so the card keeps listing every SAE published there, not only the last upload's."""
+
+
+def card_entries(saes: Sequence[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """The card's rows of ``saes`` (``(sae_id, folder)`` pairs, each a SAELens SAE folder), JSON-ready."""
+    entries = []
+    for sae_id, folder in saes:
+        r = weight_diagnostics(load_sae(folder), folder)
+        sparsity, align, sae = r["training_sparsity"] or {}, r["alignment"], r["sae"]
+        runner = _runner_config(folder)
+        entries.append({
+            "sae_id": sae_id,
+            "training_architecture": sae["training_architecture"],
+            "sae": [_trained_as(sae), sae["architecture"], sae["model_name"], sae["hook_name"], sae["d_in"],
+                    sae["d_sae"], sae["k"]],
+            "diagnostics": [align["raw_mean"], align["max_abs_deviation_from_one"], align["bimodality_cosine"],
+                            r["decoder_norms"]["min"], r["decoder_norms"]["max"], sparsity.get("fraction_dead"),
+                            r["saelens_metadata"].get("l0")],
+            "training": [runner.get(key) for key in RUNNER_FIELDS] if runner else None,
+        })
+    return entries
+
+
+def merge_entries(published: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``published`` rows in their order with the ones ``new`` re-uploads replaced, then the other ``new`` rows."""
+    by_id = {entry["sae_id"]: entry for entry in new}
+    merged = [by_id.pop(entry["sae_id"], entry) for entry in published]
+    return merged + [entry for entry in new if entry["sae_id"] in by_id]
+
+
+def render_card(repo_id: str, entries: Sequence[dict[str, Any]], undescribed: Sequence[str] = ()) -> str:
+    """Markdown card listing ``entries`` (from :func:`card_entries`) and, without details, ``undescribed`` SAE ids
+    found in the repo (uploaded without this card's data)."""
+    architectures = sorted({entry["training_architecture"] for entry in entries})
     front = {"library_name": "saelens",
              "tags": ["sae-aligned-plugin", "saelens", "sparse-autoencoder", "interpretability", *architectures]}
-    first = saes[0][0]
-    sae_rows = [(f"`{sae_id}`", _trained_as(r["sae"]), r["sae"]["architecture"], r["sae"]["model_name"],
-                 r["sae"]["hook_name"], r["sae"]["d_in"], r["sae"]["d_sae"], r["sae"]["k"])
-                for sae_id, r in reports.items()]
-    diag_rows = []
-    for sae_id, r in reports.items():
-        sparsity, align = r["training_sparsity"] or {}, r["alignment"]
-        diag_rows.append((f"`{sae_id}`", align["raw_mean"], align["max_abs_deviation_from_one"],
-                          align["bimodality_cosine"], r["decoder_norms"]["min"], r["decoder_norms"]["max"],
-                          sparsity.get("fraction_dead"), r["saelens_metadata"].get("l0")))
-    training_rows = [(f"`{sae_id}`", *(runner.get(key) for key in RUNNER_FIELDS)) for sae_id, runner in runners.items()]
+    first = entries[0]["sae_id"]
+    sae_rows = [(f"`{e['sae_id']}`", *e["sae"]) for e in entries]
+    sae_rows += [(f"`{sae_id}`", "(not described: uploaded without sae-aligned-plugin's card data)",
+                  *[None] * 6) for sae_id in sorted(undescribed)]
+    diag_rows = [(f"`{e['sae_id']}`", *e["diagnostics"]) for e in entries]
+    training_rows = [(f"`{e['sae_id']}`", *(e["training"] or [None] * len(RUNNER_FIELDS))) for e in entries]
     return "\n\n".join([
         "---\n" + yaml.safe_dump(front, sort_keys=False).strip() + "\n---",
         f"# Sparse autoencoders: `{repo_id}`",
@@ -69,7 +95,7 @@ def model_card(repo_id: str, saes: Sequence[tuple[str, Path]]) -> str:
         f"`sae-aligned pull {repo_id} {first} --output saes/`.",
         "## SAEs\n\n" + _table(("sae_id", "trained as", "exported as", "model", "hook", "d_in", "d_sae", "k"),
                                 sae_rows),
-        "## Training\n\n" + (_table(("sae_id", *RUNNER_FIELDS), training_rows) if any(runners.values())
+        "## Training\n\n" + (_table(("sae_id", *RUNNER_FIELDS), training_rows) if any(e["training"] for e in entries)
                              else "No `runner_cfg.json` was published with these SAEs."),
         "## Diagnostics\n\nFrom the weights (`sae-aligned diagnose`): alignment score ⟨e_i, d_i⟩ (mean, and the "
         "largest |⟨e_i, d_i⟩ − 1| / (‖e_i‖‖d_i‖), ≈ 0 for aligned SAEs), bimodality coefficient of the cosine "
@@ -79,3 +105,8 @@ def model_card(repo_id: str, saes: Sequence[tuple[str, Path]]) -> str:
                   "decoder norm max", "dead fraction (training)", "L0 (training)"), diag_rows),
         "## Evaluate\n\n```bash\nsae-aligned eval " + f"{repo_id} --sae-id {first} --evals core,meta_structure\n```",
     ]) + "\n"
+
+
+def model_card(repo_id: str, saes: Sequence[tuple[str, Path]]) -> str:
+    """Markdown card for ``saes`` (``(sae_id, folder)`` pairs, each a SAELens SAE folder)."""
+    return render_card(repo_id, card_entries(saes))

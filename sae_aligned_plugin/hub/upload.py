@@ -2,8 +2,10 @@
 
 Layout: ``<repo>/<sae_id>/{cfg.json, sae_weights.safetensors, sparsity.safetensors, runner_cfg.json}`` (the files
 SAELens's own uploader keeps), ``<repo>/<sae_id>/<sub>/...`` for every sub-folder that is itself a SAELens SAE
-folder (a MetaSAE's meta SAE: load it as ``sae_id/<sub>``), and a generated ``README.md`` model card. Unlike
-SAELens's uploader this supports a token, private repos and non-``main`` branches.
+folder (a MetaSAE's meta SAE: load it as ``sae_id/<sub>``), and a generated ``README.md`` model card with its rows
+as data in ``sae_aligned_card.json``: a later upload to the same repo and branch merges its SAEs into them, so the
+card lists every SAE published there. Unlike SAELens's uploader this supports a token, private repos and
+non-``main`` branches.
 
 The user's folders are only read: files are copied to a temporary staging folder, and the upload is one commit
 (``HfApi.upload_folder``), so a failed or interrupted upload changes nothing locally or in the repo and the same
@@ -12,16 +14,17 @@ call can simply be repeated.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from huggingface_hub import HfApi
 
-from sae_aligned_plugin.hub.card import model_card
+from sae_aligned_plugin.hub.card import CARD_DATA, card_entries, merge_entries, render_card
 from sae_aligned_plugin.saelens.loading import CFG_FILENAME, read_sae_folder_config
 
 SAELENS_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json")
@@ -75,8 +78,8 @@ def sae_folders(saes: Mapping[str, str | Path] | Sequence[str | Path]) -> list[t
     return result
 
 
-def stage(folders: Sequence[tuple[str, Path]], staging: Path, card: str | None) -> list[str]:
-    """Copy the SAELens files of each folder to ``staging/<sae_id>/`` (and the card); return repo paths."""
+def stage(folders: Sequence[tuple[str, Path]], staging: Path) -> list[str]:
+    """Copy the SAELens files of each folder to ``staging/<sae_id>/``; return their repo paths."""
     files = []
     for sae_id, folder in folders:
         for name in SAELENS_FILES:
@@ -84,10 +87,25 @@ def stage(folders: Sequence[tuple[str, Path]], staging: Path, card: str | None) 
                 (staging / sae_id).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(folder / name, staging / sae_id / name)
                 files.append(f"{sae_id}/{name}")
-    if card is not None:
-        (staging / "README.md").write_text(card)
-        files.append("README.md")
     return sorted(files)
+
+
+def stage_card(api: HfApi, repo_id: str, revision: str, token: str | None, entries: list[dict[str, Any]],
+               staging: Path) -> list[str]:
+    """Write ``README.md`` and :data:`CARD_DATA` to ``staging`` for ``entries`` merged into the rows already
+    published on ``revision``; SAE folders there without rows are listed as undescribed. Returns the repo paths."""
+    published_files = api.list_repo_files(repo_id, revision=revision, token=token)
+    published: list[dict[str, Any]] = []
+    if CARD_DATA in published_files:
+        path = api.hf_hub_download(repo_id, CARD_DATA, revision=revision, token=token)
+        published = json.loads(Path(path).read_text())["saes"]
+    merged = merge_entries(published, entries)
+    described = {entry["sae_id"] for entry in merged}
+    undescribed = sorted({path.removesuffix(f"/{CFG_FILENAME}") for path in published_files
+                          if path.endswith(f"/{CFG_FILENAME}")} - described)
+    (staging / "README.md").write_text(render_card(repo_id, merged, undescribed))
+    (staging / CARD_DATA).write_text(json.dumps({"saes": merged}, indent=1) + "\n")
+    return ["README.md", CARD_DATA]
 
 
 def publish(
@@ -110,8 +128,9 @@ def publish(
     folders = sae_folders(saes)
     sae_ids = tuple(sae_id for sae_id, _ in folders)
     api = HfApi(token=token)
+    entries = card_entries(folders) if card else []
     with tempfile.TemporaryDirectory(prefix="sae_aligned_publish_") as tmp:
-        files = stage(folders, Path(tmp), model_card(repo_id, folders) if card else None)
+        files = stage(folders, Path(tmp))
         try:
             api.create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
             if private and not getattr(api.repo_info(repo_id, token=token), "private", True):
@@ -119,6 +138,8 @@ def publish(
                                    "the hub first, or publish without --private")
             if revision != "main":
                 api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+            if card:
+                files = sorted(files + stage_card(api, repo_id, revision, token, entries, Path(tmp)))
             commit = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, token=token,
                                        repo_type="model", commit_message=commit_message or
                                        f"Upload SAEs {', '.join(sae_ids)} with sae-aligned-plugin")
