@@ -180,7 +180,8 @@ def add_subcommands(sub: Any) -> None:
         f"Run SAEBench evals and write SAEBench's JSON outputs. Known: {', '.join(KNOWN_EVALS)}. Offline-capable: "
         f"{', '.join(OFFLINE_EVALS)} (core needs --offline-config offline)."))
     ev.add_argument("source", help=source_help)
-    ev.add_argument("--sae-id", help="SAE id inside a hub repo / SAELens release")
+    ev.add_argument("--sae-id", help="SAE id inside a hub repo / SAELens release; for a local dictionary_learning "
+                                     "MetaSAE run, 'meta_sae' evaluates its meta SAE")
     ev.add_argument("--evals", default="core,meta_structure", help="comma-separated eval names")
     ev.add_argument("--output-folder", default="eval_results", help="results go to <folder>/<eval>/")
     ev.add_argument("--offline-config", help=f"core eval on a local model: {offline_help}")
@@ -218,7 +219,7 @@ def add_subcommands(sub: Any) -> None:
 
     dg = sub.add_parser("diagnose", help="alignment, dead latents and stability of any SAELens SAE (JSON + PNG)")
     dg.add_argument("source", help=source_help)
-    dg.add_argument("--sae-id")
+    dg.add_argument("--sae-id", help="as for eval")
     dg.add_argument("--output", required=True, help="folder for diagnostics.json and the plots")
     dg.add_argument("--compare", help="a second SAE (same forms as source) for the stability metrics")
     dg.add_argument("--compare-sae-id")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_aligned_plugin.saelens.loading import CFG_FILENAME, CheckpointError, load_sae
+from sae_aligned_plugin.saelens.metasae import META_SAE_FOLDER
 
 
 def is_dictionary_learning_folder(path: Path) -> bool:
@@ -18,7 +19,8 @@ def open_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu")
 
     * a SAELens SAE folder (``cfg.json`` + ``sae_weights.safetensors``): the plugin's checked loader;
     * a dictionary_learning ``trainSAE`` folder (``ae.pt`` + ``config.json``): converted to SAELens
-      (needs the ``dictionary-learning`` extra);
+      (needs the ``dictionary-learning`` extra); ``sae_id="meta_sae"`` gives a MetaSAE run's meta SAE, named
+      ``<folder>_meta_sae``;
     * otherwise, with ``sae_id``, a Hugging Face repo id (``user/repo``) or SAELens release:
       ``SAE.from_pretrained(source, sae_id)``.
 
@@ -29,7 +31,12 @@ def open_sae(source: str | Path, sae_id: str | None = None, device: str = "cpu")
         if not (path / CFG_FILENAME).is_file() and is_dictionary_learning_folder(path):
             from sae_aligned_plugin.saebench.dictionaries import load_dictionary_as_sae
 
-            return path.name, load_dictionary_as_sae(path, device=device)
+            if sae_id not in (None, META_SAE_FOLDER):
+                raise ValueError(f"{path} is a dictionary_learning folder: its only SAE id is {META_SAE_FOLDER!r} "
+                                 f"(a MetaSAE run's meta SAE), got {sae_id!r}")
+            meta = sae_id == META_SAE_FOLDER
+            return (f"{path.name}_{META_SAE_FOLDER}" if meta else path.name,
+                    load_dictionary_as_sae(path, device=device, meta=meta))
         if not (path / CFG_FILENAME).is_file():
             raise CheckpointError(f"{path}: no {CFG_FILENAME} (a SAELens SAE folder) and no ae.pt + config.json "
                                   "(a dictionary_learning trainSAE folder)")

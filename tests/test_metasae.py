@@ -38,6 +38,7 @@ from sae_aligned_plugin.dictionary_learning import (
 )
 from sae_aligned_plugin.metrics import CofiringCounter, cofiring, compare_seeds
 from sae_aligned_plugin.saelens.metasae import META_SAE_FOLDER, METASAE_FAMILIES
+from sae_aligned_plugin.sources import open_sae
 from sae_aligned_plugin.validation import ConfigError
 
 NAMES = sorted(METASAE_FAMILIES)
@@ -399,6 +400,36 @@ def test_dictionary_learning_trains_saves_and_loads(tmp_path):
             assert torch.equal(ae.state_dict()[key], value), key
     reloaded = MetaBatchTopKSAE.from_pretrained(tmp_path / "trainer_0" / "ae.pt", meta_k=2)
     assert torch.equal(reloaded.meta_sae.W_enc, load_dictionary(tmp_path / "trainer_0")[0].meta_sae.W_enc)
+
+
+def test_dictionary_learning_meta_sae_opens_as_the_saelens_export_does(tmp_path):
+    """``open_sae(<trainSAE folder>, "meta_sae")`` (what ``sae-aligned eval/diagnose --sae-id meta_sae`` use): the
+    meta SAE as the SAELens export's ``jumprelu`` SAE, rebuilding the primary's unit decoder rows as the meta does."""
+    config = {"trainer": MetaSAETrainer, "steps": 20, "seed": 0, "meta_k": 2, "n_primary_steps": 5, **DL}
+    data = _sparse_data(batch=64, seed=6)
+    trainSAE(data=(next(data) for _ in range(20)), trainer_configs=[config], steps=20, save_dir=str(tmp_path),
+             device="cpu")
+    folder = tmp_path / "trainer_0"
+    dictionary, _ = load_dictionary(folder)
+    critic = dictionary.meta_sae
+    name, meta = open_sae(folder, META_SAE_FOLDER)
+    assert name == "trainer_0_meta_sae" and type(meta) is JumpReLUSAE
+    assert meta.cfg.normalize_activations == "layer_norm" and meta.cfg.d_sae == default_meta_size(96)
+    assert meta.cfg.metadata.meta_sae_of == "dictionary_learning:MetaSAETrainer"
+    assert meta.cfg.metadata.primary_d_sae == 96
+    for key in ("W_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(getattr(meta, key), getattr(critic, key), rtol=0, atol=0)
+    rows = unit_rows(dictionary.decoder.weight.T.detach())
+    x, mean, std = standardise_rows(rows)
+    pre = (x - critic.b_dec) @ critic.W_enc
+    theta = float(critic.threshold)
+    assert theta > 0
+    with torch.no_grad():
+        torch.testing.assert_close(meta(rows), ((pre * (pre > theta)) @ critic.W_dec + critic.b_dec) * std + mean,
+                                   atol=1e-5, rtol=1e-5)
+    assert open_sae(folder)[1].cfg.d_sae == 96                        # without an id: the primary
+    with pytest.raises(ValueError, match="only SAE id is 'meta_sae'"):
+        open_sae(folder, "other")
 
 
 def test_dictionary_learning_meta_params_only_move_in_meta_steps():

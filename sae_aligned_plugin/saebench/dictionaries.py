@@ -5,8 +5,10 @@ the same forward pass, so SAEBench (and ``publish``/``diagnose``) treat it like 
 
 * ``AutoEncoder`` family (ReLU; the plugin's ``AlignedAutoEncoder``)         → ``StandardSAE``
 * ``AutoEncoderTopK`` family (``AlignedAutoEncoderTopK``)                     → ``TopKSAE`` (same ``k``)
-* ``BatchTopKSAE`` family (``AlignedBatchTopKSAE``, the MetaSAE dictionaries:
-  the primary only), inference threshold θ                                   → ``JumpReLUSAE`` (θ for every latent)
+* ``BatchTopKSAE`` family (``AlignedBatchTopKSAE``, the MetaSAE dictionaries'
+  primary), inference threshold θ                                            → ``JumpReLUSAE`` (θ for every latent)
+* a MetaSAE dictionary's meta SAE (:func:`dictionary_meta_sae`, ``meta=True``) → the same ``jumprelu`` SAE the
+  SAELens MetaSAE export writes to ``meta_sae/``
 * the plugin's signed ``ISAEDictionary`` / ``ISAEMEDictionary``               → ``isae`` / ``isae_me``
 
 :func:`register_trainer_loaders` adds the plugin's trainer classes to SAEBench's mutable ``TRAINER_LOADERS``
@@ -121,12 +123,29 @@ def dictionary_to_sae(dictionary: Any, config: dict[str, Any]) -> Any:
     return sae
 
 
-def load_dictionary_as_sae(path: str | Path, device: str = "cpu") -> Any:
-    """A ``trainSAE`` output folder as a SAELens SAE (plugin loader: ``weights_only``, clear errors)."""
+def dictionary_meta_sae(dictionary: Any, config: dict[str, Any]) -> Any:
+    """The meta SAE of a MetaSAE dictionary (``MetaSAETrainer`` / ``AlignedMetaSAETrainer`` runs) as a SAELens
+    ``jumprelu`` SAE over the primary's unit-norm decoder rows, as the SAELens MetaSAE export writes it."""
+    from sae_aligned_plugin.core.metasae import MetaSAE
+    from sae_aligned_plugin.saelens.metasae import meta_sae_to_saelens
+
+    meta = getattr(dictionary, "meta_sae", None)
+    if not isinstance(meta, MetaSAE):
+        raise TypeError(f"{type(dictionary).__name__} has no meta SAE: only the dictionaries of MetaSAETrainer and "
+                        "AlignedMetaSAETrainer runs do")
+    metadata = _metadata(config)
+    return meta_sae_to_saelens(meta, primary_architecture=metadata["training_architecture"],
+                               primary_d_sae=int(dictionary.dict_size), model_name=metadata["model_name"],
+                               hook_name=metadata["hook_name"], meta_steps_trained=None)
+
+
+def load_dictionary_as_sae(path: str | Path, device: str = "cpu", *, meta: bool = False) -> Any:
+    """A ``trainSAE`` output folder as a SAELens SAE (plugin loader: ``weights_only``, clear errors); ``meta``: the
+    meta SAE of a MetaSAE run instead of the primary."""
     from sae_aligned_plugin.dictionary_learning import load_dictionary
 
     dictionary, config = load_dictionary(path)
-    return dictionary_to_sae(dictionary, config).to(device)
+    return (dictionary_meta_sae if meta else dictionary_to_sae)(dictionary, config).to(device)
 
 
 def load_dictionary_learning_sae(

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from sae_aligned_plugin.core.metasae import (
     METASAE_FIELDS,
     MetaCritic,
+    MetaSAE,
     MetaSAEConfig,
     decomposability_penalty,
     loss_scale,
@@ -80,6 +81,28 @@ class MetaSAEConfigMixin(_MetaSAEFields):  # type: ignore[misc,valid-type]
     def metasae_config(self) -> MetaSAEConfig:
         return MetaSAEConfig(n_latents=self.d_sae, d_in=self.d_in,
                              **{name: getattr(self, name) for name in METASAE_FIELDS})
+
+
+@torch.no_grad()
+def meta_sae_to_saelens(meta: MetaSAE, *, primary_architecture: str, primary_d_sae: int, model_name: str | None,
+                        hook_name: str | None, meta_steps_trained: int | None, dtype: str = "float32") -> JumpReLUSAE:
+    """A trained meta SAE as a SAELens ``jumprelu`` SAE: ``layer_norm`` input normalisation (the meta's per-row
+    standardisation), no encoder bias, and the EMA of the smallest kept BatchTopK code as every latent's threshold
+    (SAELens's own convention for exporting BatchTopK). Its input is the primary's unit-norm decoder rows."""
+    cfg = JumpReLUSAEConfig(
+        d_in=meta.d_in, d_sae=meta.d_sae, dtype=dtype, device=str(meta.W_dec.device),
+        normalize_activations="layer_norm",
+        metadata=SAEMetadata(
+            model_name=model_name, hook_name=hook_name, meta_sae_of=primary_architecture,
+            primary_d_sae=primary_d_sae, meta_k=meta.k, meta_steps_trained=meta_steps_trained,
+            input="unit-norm decoder rows W_dec[i]/||W_dec[i]|| of the primary SAE in the parent folder",
+            selection="trained with BatchTopK over all rows; exported as JumpReLU with the EMA threshold"),
+    )
+    sae = JumpReLUSAE(cfg)
+    sae.load_state_dict({"W_enc": meta.W_enc, "W_dec": meta.W_dec, "b_dec": meta.b_dec,
+                         "b_enc": torch.zeros_like(meta.W_enc[0]),
+                         "threshold": meta.threshold.clamp_min(0).expand(meta.d_sae).clone()})
+    return sae
 
 
 class MetaSAETrainingMixin:
@@ -137,25 +160,12 @@ class MetaSAETrainingMixin:
         self.meta_sae_as_saelens().save_model(Path(path) / META_SAE_FOLDER)
         return paths
 
-    @torch.no_grad()
     def meta_sae_as_saelens(self) -> JumpReLUSAE:
         """The meta SAE as a SAELens ``jumprelu`` SAE over unit-norm decoder rows (see the module docstring)."""
-        meta = self.meta_critic.sae
-        cfg = JumpReLUSAEConfig(
-            d_in=meta.d_in, d_sae=meta.d_sae, dtype=self.cfg.dtype, device=str(meta.W_dec.device),
-            normalize_activations="layer_norm",
-            metadata=SAEMetadata(
-                model_name=self.cfg.metadata.model_name, hook_name=self.cfg.metadata.hook_name,
-                meta_sae_of=self.cfg.architecture(), primary_d_sae=self.cfg.d_sae, meta_k=meta.k,
-                meta_steps_trained=int(self.meta_critic.meta_step),
-                input="unit-norm decoder rows W_dec[i]/||W_dec[i]|| of the primary SAE in the parent folder",
-                selection="trained with BatchTopK over all rows; exported as JumpReLU with the EMA threshold"),
-        )
-        sae = JumpReLUSAE(cfg)
-        sae.load_state_dict({"W_enc": meta.W_enc, "W_dec": meta.W_dec, "b_dec": meta.b_dec,
-                             "b_enc": torch.zeros_like(meta.W_enc[0]),
-                             "threshold": meta.threshold.clamp_min(0).expand(meta.d_sae).clone()})
-        return sae
+        return meta_sae_to_saelens(self.meta_critic.sae, primary_architecture=self.cfg.architecture(),
+                                   primary_d_sae=self.cfg.d_sae, model_name=self.cfg.metadata.model_name,
+                                   hook_name=self.cfg.metadata.hook_name,
+                                   meta_steps_trained=int(self.meta_critic.meta_step), dtype=self.cfg.dtype)
 
     @torch.no_grad()
     def log_histograms(self) -> dict[str, NDArray[np.generic]]:
