@@ -277,7 +277,7 @@ def run_pair(candidate: str, base: str, dead_fraction: float, args: argparse.Nam
         for arm in arms.values():
             arm.step(batches[i % len(batches)], dead_mask)
             bar.update()
-    per = args.steps_per_sample or schedule_period(arms["candidate"].sae)
+    per = args.steps_per_sample if args.steps_per_sample is not None else schedule_period(arms["candidate"].sae)
     for i in range(args.steps):
         order = ("base", "candidate") if args.order == "abab" or i % 2 == 0 else ("candidate", "base")
         sample = [batches[(args.warmup + i * per + j) % len(batches)] for j in range(per)]
@@ -388,17 +388,17 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         + (f"; config overrides {json.dumps(meta['config_json'])}" if meta["config_json"] else ""),
         f"- step = training_forward_pass + backward + Adam(lr {meta['lr']}).step + zero_grad; "
         f"{meta['warmup']} warm-up steps then {meta['steps']} timed samples per arm, interleaved ({meta['order']}); "
-        f"a sample is the column 'steps / sample' of consecutive steps (the candidate's schedule period unless "
-        f"--steps-per-sample: MetaSAE's 10/5 primary/meta schedule is amortised over its 10 primary steps), "
-        f"reported per step; "
+        "a sample is 'steps / sample' consecutive steps (the candidate's schedule period, so a periodic cost is "
+        "amortised: MetaSAE's n_primary_steps, which contain one meta phase; 1 otherwise; or --steps-per-sample), "
+        "reported per step; "
         f"{meta['n_batches']} batches cycled, seed {meta['seed']}",
         f"- time ratio = median(candidate) / median(base); range = paired bootstrap 95 % interval "
         f"({meta['bootstrap']} resamples) [min–max of per-pair ratios]",
         f"- peak memory = resident (params, buffers, Adam state, batch, mask) + transient peak of one step "
         f"({meta['memory_method']}); transient in parentheses",
-        "- targets (time / memory ratio) per pair in the table: aligned architectures ≤ "
-        f"{TIME_TARGET:.2f}× / {MEMORY_TARGET:.2f}×, isae ≤ 1.10× / {MEMORY_TARGET:.2f}×, MetaSAE ≤ 1.15× / "
-        f"{MEMORY_TARGET:.2f}×, isae_me measured only (overridden for every pair by --time-target / --memory-target)",
+        "- targets (time / memory ratio): per pair, in the 'targets' column (`TARGETS` in step_time.py, "
+        f"{TIME_TARGET:.2f}× / {MEMORY_TARGET:.2f}× for the aligned architectures; --time-target / --memory-target "
+        "set one for every pair)",
         f"- command: `{' '.join(meta['argv']) or '(defaults)'}`",
         "",
         "| candidate vs base | dead | steps / sample | base median ms | candidate median ms | time ratio "
@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns ``{"meta": ..., "results": [...]}`` (also written unless ``--no-write``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.n_batches < 1 or (args.steps_per_sample or 1) < 1:
+    if args.steps < 1 or args.warmup < 0 or args.n_batches < 1 or (args.steps_per_sample is not None and args.steps_per_sample < 1):
         raise SystemExit("--steps and --steps-per-sample must be ≥ 1, --warmup ≥ 0, --n-batches ≥ 1")
     for module in args.import_module or ["sae_aligned_plugin"]:
         importlib.import_module(module)

@@ -49,15 +49,37 @@ def test_aligned_arms_sit_at_one_and_baselines_do_not(quick_run: tuple[Path, dic
             assert alignment["max_abs_deviation_from_one"] > 1e-3
 
 
-def test_every_method_of_the_plugin_is_compared() -> None:
+def test_arms_cover_the_three_methods_and_signed_arms_match_their_codes() -> None:
+    import torch
+
+    from sae_aligned_plugin.experiments.runs import build_sae
     from sae_aligned_plugin.saelens.registry import plugin_architectures
 
     compared = {arm.architecture for arm in ARMS}
     assert {"aligned_standard", "aligned_topk", "isae", "isae_me", "metasae_batchtopk"} <= compared
     assert compared - {arm.architecture for arm in ARMS if arm.baseline is None} <= set(plugin_architectures())
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
     for arm in ARMS:
         assert arm.baseline is None or arm.baseline in compared
-        assert arm.sign_invariant == arm.architecture.startswith("isae")  # the AbsTopK arms have signed codes
+        sae = build_sae(arm.architecture, 16, 128, {"k": 4} if "k" in arm.family else {}, seed=0)
+        with torch.no_grad():
+            codes = sae.encode(x)
+        assert bool((codes < 0).any()) == arm.sign_invariant, arm.architecture   # |cos| stability iff signed codes
+
+
+def test_overrides_reach_every_family_and_the_meta_lr() -> None:
+    from sae_aligned_plugin.experiments.compare import _apply_overrides, build_parser, default_plans
+
+    plan = default_plans()["minilm"]
+    args = build_parser().parse_args(["--k", "12", "--lr", "0.01", "--steps", "7", "--l1-coefficient", "0.5"])
+    new = _apply_overrides(plan, args)
+    by_name = {arm.architecture: arm for arm in ARMS}
+    assert new.params(by_name["topk"])["k"] == new.params(by_name["metasae_batchtopk"])["k"] == 12
+    assert new.params(by_name["metasae_batchtopk"])["meta_lr"] == new.train.lr == 0.01
+    assert new.params(by_name["aligned_standard"]) == {"l1_coefficient": 0.5, "l1_warm_up_steps": 0}  # 5 % of 7
+    assert new.train.steps == 7 and plan.train.steps == 500                                        # plan untouched
+    unchanged = _apply_overrides(plan, build_parser().parse_args([]))
+    assert unchanged.params(by_name["metasae_batchtopk"]) == plan.params(by_name["metasae_batchtopk"])
 
 
 def test_pool_of_workers_gives_the_numbers_of_one_process(quick_run: tuple[Path, dict[str, Any]],
@@ -91,7 +113,7 @@ def test_metrics_are_in_range(quick_run: tuple[Path, dict[str, Any]]) -> None:
     for row in results["summary"]:
         stability = row["stability"]
         assert len(stability["pairs"]) == 1  # two seeds: one pair
-        signed = row["architecture"].startswith("isae")
+        signed = next(arm.sign_invariant for arm in ARMS if arm.architecture == row["architecture"])
         assert stability["sign_invariant"] == signed
         for name in ("decoder_mmcs", "encoder_mmcs", "hungarian_shared_fraction"):
             assert (0.0 if signed else -1.0) <= stability[name] <= 1.0, (row["source"], row["architecture"], name)

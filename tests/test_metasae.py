@@ -509,6 +509,10 @@ def test_mean_abs_phi_equals_the_direct_computation():                          
         assert report.mean_phi == pytest.approx(phi[upper].mean(), rel=1e-9, abs=1e-15)
         np.testing.assert_allclose(report.latent_mean_abs_phi, (np.abs(phi).sum(1) - np.abs(np.diag(phi))) / 11)
         assert report.latent_mean_abs_phi[7] == 0 and report.latent_mean_abs_phi[9] == 0 and report.n_constant == 2
+        live = np.setdiff1d(np.arange(12), [7, 9])                 # the pairs of the 10 non-constant latents
+        live_upper = np.triu_indices(10, 1)
+        assert report.mean_abs_phi_live == pytest.approx(np.abs(phi[np.ix_(live, live)][live_upper]).mean(), rel=1e-12)
+        assert report.mean_abs_phi_live > report.mean_abs_phi
         np.testing.assert_array_equal(report.joint_counts, fired.T.astype(np.int64) @ fired.astype(np.int64))
 
 

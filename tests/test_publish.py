@@ -202,6 +202,16 @@ def test_later_uploads_to_the_same_repo_keep_every_sae_in_the_card(hub, run_fold
     assert "- aligned_topk\n- jumprelu\n- metasae_batchtopk" in body.split("---")[1]   # front-matter tags, sorted
     assert len(body.split("## Diagnostics")[1].split("| `")) - 1 == 3  # diagnostics of the three described SAEs
 
+    snapshot = hub.repo_dir(REPO) / "snapshots" / (hub.repo_dir(REPO) / "refs" / "main").read_text()
+    (snapshot / "topk" / "cfg.json").unlink()                      # "topk" deleted from the repo by hand
+    (snapshot / "sae_aligned_card.json").write_text("{not json")   # and the card data damaged
+    publish({"new": other}, REPO)
+    data = json.loads(hub.files(REPO)["sae_aligned_card.json"])
+    assert data["version"] == 1 and [entry["sae_id"] for entry in data["saes"]] == ["new"]
+    body = hub.files(REPO)["README.md"].decode()
+    assert all(f"| `{sae_id}` | (not described" in body for sae_id in ("legacy", "run", "run/meta_sae"))
+    assert "| `topk` |" not in body
+
 
 def test_cli_eval_and_diagnose_a_published_sae_by_repo_id(hub, run_folder, tmp_path):
     publish({"run": run_folder}, REPO)

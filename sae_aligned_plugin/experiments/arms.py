@@ -23,9 +23,14 @@ class Arm:
     """Key of the per-source hyperparameters it trains with (e.g. ``"standard"`` → ``l1_coefficient``)."""
     baseline: str | None = None
     """Architecture of the arm it is compared against; ``None`` for a baseline."""
-    sign_invariant: bool = False
-    """Its codes are signed (AbsTopK), so a latent and its negation are the same feature: cross-seed stability
-    matches on ``|cos|``."""
+
+    @property
+    def sign_invariant(self) -> bool:
+        """Its codes are signed (AbsTopK family, from the registry), so a latent and its negation are the same
+        feature: cross-seed stability matches on ``|cos|``."""
+        from sae_aligned_plugin.saebench.adapter import architecture_has_signed_codes
+
+        return architecture_has_signed_codes(self.architecture)
 
 
 ARMS: tuple[Arm, ...] = (
@@ -33,8 +38,8 @@ ARMS: tuple[Arm, ...] = (
     Arm("aligned_standard", family="standard", baseline="standard"),
     Arm("topk", family="topk"),
     Arm("aligned_topk", family="topk", baseline="topk"),
-    Arm("isae", family="topk", baseline="topk", sign_invariant=True),
-    Arm("isae_me", family="topk", baseline="topk", sign_invariant=True),
+    Arm("isae", family="topk", baseline="topk"),
+    Arm("isae_me", family="topk", baseline="topk"),
     Arm("batchtopk", family="batchtopk"),
     Arm("metasae_batchtopk", family="batchtopk", baseline="batchtopk"),
 )

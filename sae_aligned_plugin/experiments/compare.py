@@ -6,6 +6,9 @@ For every data source (SAELens synthetic ground truth; MiniLM layer-3 residual s
 held-out activations, and aggregate over seeds (mean ± std, cross-seed stability). Writes, atomically,
 ``<out>/results.md`` (the table), ``<out>/results.json`` (every number, per seed) and ``<out>/plots/*.png``
 (alignment-score histograms); MiniLM activations are cached in ``<out>/cache/``.
+
+Runs go to ``--jobs`` spawned worker processes (:mod:`~sae_aligned_plugin.experiments.grid`): calling
+:func:`main` from your own script with ``--jobs`` > 1 needs the usual ``if __name__ == "__main__":`` guard there.
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ from sae_aligned_plugin.experiments.report import (  # noqa: E402
     write_histograms,
 )
 from sae_aligned_plugin.experiments.grid import Task, run_grid  # noqa: E402
-from sae_aligned_plugin.experiments.runs import RunResult, TrainSettings, seed_pair_stability  # noqa: E402
+from sae_aligned_plugin.experiments.runs import (  # noqa: E402
+    RunResult,
+    TrainSettings,
+    sae_config,
+    seed_pair_stability,
+)
 
 SOURCES = ("synthetic", "minilm")
 
@@ -112,6 +120,11 @@ def quick_plans() -> dict[str, SourcePlan]:
     }
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity and cpusets respected where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -137,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads per run (default: %(default)s; these small SAEs gain little from a second "
                              "thread and slow down several-fold when the cores are shared with other processes)")
-    parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
-                        help="SAE runs in parallel, one worker process each (default: the CPU cores, at most 4: "
-                             "%(default)s here); 1 runs everything in this process")
+    parser.add_argument("--jobs", type=int, default=min(usable_cores(), 4),
+                        help="SAE runs in parallel, one spawned worker process each (default: the CPU cores this "
+                             "process may use, at most 4: %(default)s here); 1 runs everything in this process")
     parser.add_argument("--show-steps", action="store_true", help="show SAELens's per-step progress bars")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -221,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaders = {name: partial(load_source, name, plan, out / "cache", False) for name, plan in plans.items()}
     tasks = [Task(name, arm.architecture, plan.params(arm), plan.train, seed)
              for name, plan in plans.items() for arm in arms for seed in seeds]
+    for task in {(task.source, task.architecture): task for task in tasks}.values():  # fail before any training
+        d_in = sources[task.source].d_in
+        try:
+            sae_config(task.architecture, d_in, task.settings.expansion * d_in, dict(task.params))
+        except ValueError as error:
+            raise SystemExit(f"{task.source} / {task.architecture}: {error}") from None
     results: dict[tuple[str, str, int], RunResult] = {}
     jobs = min(args.jobs, len(tasks))
     with tqdm(total=len(tasks), desc=f"SAE runs ({jobs} process{'es' if jobs > 1 else ''})", unit="run",

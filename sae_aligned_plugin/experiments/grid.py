@@ -68,6 +68,5 @@ def run_grid(tasks: Sequence[Task], sources: Mapping[str, ActivationSource],
         try:
             for future in as_completed(futures):
                 yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+        finally:  # on an error or an abandoned generator: drop the queued runs, do not wait for them
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -62,7 +62,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("EV", "explained_variance", _mean_std()),
     ("dead %", "dead_fraction", _mean_std(scale=100.0, digits=1)),
     ("MCC", "mcc", _mean_std()),
-    ("\\|φ\\| ×10³", "mean_abs_phi", _mean_std(scale=1e3, digits=2)),
+    ("live \\|φ\\| ×10³", "mean_abs_phi_live", _mean_std(scale=1e3, digits=2)),
     ("a_i mean", "alignment.raw_mean", _mean_std()),
     ("a_i std", "alignment.raw_std", _mean_std()),
     ("a_i BC", "alignment.bimodality_raw", _mean_std(digits=2)),
@@ -93,8 +93,9 @@ TABLE_LEGEND = """\
 Cells are mean ± sample std over seeds. L0: mean nonzero codes per held-out token. EV (explained variance) =
 1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖² over the held-out tokens. dead %: latents with no nonzero code on any held-out
 token (window stated per source above). MCC: SAELens `eval_sae_on_synthetic_data` (Hungarian match of |cos| between
-`W_dec` rows and the true features; synthetic only). |φ|: mean |φ| of latent co-firing over all latent pairs on
-the held-out tokens (a latent fires when its code is nonzero; independent latents give about sqrt(2/(π n))). a_i = ⟨e_i, d_i⟩ per latent (raw alignment score): mean, std
+`W_dec` rows and the true features; synthetic only). live |φ|: mean |φ| of latent co-firing on the held-out tokens
+over the pairs of latents that fired on some but not all of them (a latent fires when its code is nonzero; independent latents give about
+sqrt(2/(π n)); the all-pairs mean, which dead latents dilute, is `mean_abs_phi` in results.json). a_i = ⟨e_i, d_i⟩ per latent (raw alignment score): mean, std
 (the spread) and Sarle's bimodality coefficient BC (> 0.555 suggests bimodality; 0 for a spike); max dev = max over
 seeds and latents of |a_i − 1| / (‖e_i‖‖d_i‖) (≤ 1e-6 for an aligned SAE in fp32). dec / enc MMCS: mean max cosine
 between the decoder / encoder rows of two seeds (mean of both directions), shared: fraction of Hungarian-matched

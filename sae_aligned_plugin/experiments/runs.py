@@ -7,7 +7,8 @@ Metrics (held-out split of the source, after SAELens folded its activation scali
   ``ExplainedVarianceCalculator``, which computes exactly this in float64).
 * ``dead_fraction``: latents with no nonzero code on any held-out token (``dead_window_tokens`` of them),
   :func:`~sae_aligned_plugin.metrics.dead_fraction`.
-* ``mean_abs_phi``: mean |φ| of latent co-firing over all pairs (a latent fires when its code is nonzero),
+* ``mean_abs_phi`` / ``mean_abs_phi_live``: mean |φ| of latent co-firing over all latent pairs / over the pairs of
+  latents that fired on the held-out tokens (a latent fires when its code is nonzero),
   :class:`~sae_aligned_plugin.metrics.CofiringCounter` (MetaSAE spec §3.1).
 * ``alignment``: :func:`~sae_aligned_plugin.metrics.alignment_report` summary (``raw_std`` is the spread of
   ``a_i = ⟨e_i, d_i⟩``; ``max_abs_deviation_from_one`` is ``max_i |a_i − 1| / (‖e_i‖‖d_i‖)``).
@@ -65,19 +66,27 @@ class RunResult:
     decoder_rows: Tensor
 
 
-def build_sae(architecture: str, d_in: int, d_sae: int, params: dict[str, Any], seed: int) -> Any:
-    """A fresh SAELens training SAE of a registered architecture, initialised under ``torch.manual_seed(seed)``.
+def sae_config(architecture: str, d_in: int, d_sae: int, params: dict[str, Any]) -> Any:
+    """The checked SAELens training config of one run (unknown keys and impossible settings raise ``ValueError``).
 
     Activations are normalised by SAELens (``expected_average_only_in``: scaled to mean norm ``√d_in`` during
     training, folded into the weights at the end)."""
-    from sae_aligned_plugin.saelens.registry import check_sae_config, get_training_class
+    from sae_aligned_plugin.saelens.registry import check_sae_config
 
     config = {"architecture": architecture, "d_in": d_in, "d_sae": d_sae,
               "normalize_activations": "expected_average_only_in", **params}
-    cfg_cls = check_sae_config(config)
+    return check_sae_config(config).from_dict(config)
+
+
+def build_sae(architecture: str, d_in: int, d_sae: int, params: dict[str, Any], seed: int) -> Any:
+    """A fresh SAELens training SAE of a registered architecture (:func:`sae_config`), initialised under
+    ``torch.manual_seed(seed)``."""
+    from sae_aligned_plugin.saelens.registry import get_training_class
+
+    cfg = sae_config(architecture, d_in, d_sae, params)
     sae_cls, _ = get_training_class(architecture)
     torch.manual_seed(seed)
-    return sae_cls(cfg_cls.from_dict(config))
+    return sae_cls(cfg)
 
 
 @contextmanager
@@ -145,7 +154,8 @@ def evaluate_sae(sae: Any, source: ActivationSource, batch_size: int) -> RunResu
         "explained_variance": variance.compute(),
         "dead_fraction": dead.fraction_dead,
         "dead_window_tokens": dead.n_tokens,
-        "mean_abs_phi": cofiring.report().mean_abs_phi,
+        **{key: value for key, value in cofiring.report().summary().items()
+           if key in ("mean_abs_phi", "mean_abs_phi_live")},
         "alignment": alignment.summary(),
     }
     if source.extra_eval is not None:

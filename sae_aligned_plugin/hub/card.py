@@ -41,8 +41,10 @@ def _runner_config(folder: Path) -> dict[str, Any]:
 
 
 CARD_DATA = "sae_aligned_card.json"
-"""The card's rows as data, published beside ``README.md``: a later upload to the same repo and branch reads it back,
-so the card keeps listing every SAE published there, not only the last upload's."""
+"""The card's rows as data (``{"version": CARD_DATA_VERSION, "saes": [...]}``), published beside ``README.md``: a
+later upload to the same repo and branch reads it back, so the card keeps listing every SAE published there, not
+only the last upload's."""
+CARD_DATA_VERSION = 1
 
 
 def card_entries(saes: Sequence[tuple[str, Path]]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from huggingface_hub import HfApi
 
-from sae_aligned_plugin.hub.card import CARD_DATA, card_entries, merge_entries, render_card
+from sae_aligned_plugin.hub.card import CARD_DATA, CARD_DATA_VERSION, card_entries, merge_entries, render_card
 from sae_aligned_plugin.saelens.loading import CFG_FILENAME, read_sae_folder_config
 
 SAELENS_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "runner_cfg.json")
@@ -90,21 +90,32 @@ def stage(folders: Sequence[tuple[str, Path]], staging: Path) -> list[str]:
     return sorted(files)
 
 
+def _published_rows(api: HfApi, repo_id: str, revision: str, token: str | None, files: list[str]) -> list[dict[str, Any]]:
+    """The card rows stored on ``revision``; none if the file is missing, unreadable or of another version (those
+    SAEs are then listed as undescribed, and the new card data replaces the file)."""
+    if CARD_DATA not in files:
+        return []
+    path = api.hf_hub_download(repo_id, CARD_DATA, revision=revision, token=token)
+    try:
+        data = json.loads(Path(path).read_text())
+        rows = data["saes"] if data.get("version") == CARD_DATA_VERSION else []
+        return [row for row in rows if isinstance(row, dict) and isinstance(row.get("sae_id"), str)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
 def stage_card(api: HfApi, repo_id: str, revision: str, token: str | None, entries: list[dict[str, Any]],
                staging: Path) -> list[str]:
     """Write ``README.md`` and :data:`CARD_DATA` to ``staging`` for ``entries`` merged into the rows already
-    published on ``revision``; SAE folders there without rows are listed as undescribed. Returns the repo paths."""
-    published_files = api.list_repo_files(repo_id, revision=revision, token=token)
-    published: list[dict[str, Any]] = []
-    if CARD_DATA in published_files:
-        path = api.hf_hub_download(repo_id, CARD_DATA, revision=revision, token=token)
-        published = json.loads(Path(path).read_text())["saes"]
+    published on ``revision`` (rows of SAEs no longer in the repo are dropped); SAE folders there without rows are
+    listed as undescribed. Returns the repo paths."""
+    files = api.list_repo_files(repo_id, revision=revision, token=token)
+    in_repo = {path.removesuffix(f"/{CFG_FILENAME}") for path in files if path.endswith(f"/{CFG_FILENAME}")}
+    published = [row for row in _published_rows(api, repo_id, revision, token, files) if row["sae_id"] in in_repo]
     merged = merge_entries(published, entries)
-    described = {entry["sae_id"] for entry in merged}
-    undescribed = sorted({path.removesuffix(f"/{CFG_FILENAME}") for path in published_files
-                          if path.endswith(f"/{CFG_FILENAME}")} - described)
+    undescribed = sorted(in_repo - {entry["sae_id"] for entry in merged})
     (staging / "README.md").write_text(render_card(repo_id, merged, undescribed))
-    (staging / CARD_DATA).write_text(json.dumps({"saes": merged}, indent=1) + "\n")
+    (staging / CARD_DATA).write_text(json.dumps({"version": CARD_DATA_VERSION, "saes": merged}, indent=1) + "\n")
     return ["README.md", CARD_DATA]
 
 

@@ -64,15 +64,26 @@ class CofiringReport:
         """Latents with φ ≡ 0: never fired, or fired on every token."""
         return int(np.count_nonzero((self.firing_counts == 0) | (self.firing_counts == self.n_tokens)))
 
+    @property
+    def mean_abs_phi_live(self) -> float:
+        """Mean |φ| over the pairs of non-constant latents only (0 if fewer than two). The all-pairs mean counts a
+        0 for every pair with a dead latent, so it shrinks like ``(1 − dead fraction)²``; compare SAEs with
+        different dead fractions on this one."""
+        live = self.d_sae - self.n_constant
+        live_pairs = live * (live - 1) // 2
+        return self.mean_abs_phi * self.n_pairs / live_pairs if live_pairs else 0.0
+
     def summary(self) -> dict[str, float]:
-        """Floats only: ``n_tokens``, ``d_sae``, ``n_pairs``, ``n_constant``, ``mean_abs_phi``, ``mean_phi``, ``mean_l0``
-        and ``noise_floor`` = ``sqrt(2/(π n))``, the expected |φ| of independent latents."""
+        """Floats only: ``n_tokens``, ``d_sae``, ``n_pairs``, ``n_constant``, ``mean_abs_phi``,
+        ``mean_abs_phi_live``, ``mean_phi``, ``mean_l0`` and ``noise_floor`` = ``sqrt(2/(π n))``, the expected |φ| of
+        independent latents."""
         return {
             "n_tokens": float(self.n_tokens),
             "d_sae": float(self.d_sae),
             "n_pairs": float(self.n_pairs),
             "n_constant": float(self.n_constant),
             "mean_abs_phi": self.mean_abs_phi,
+            "mean_abs_phi_live": self.mean_abs_phi_live,
             "mean_phi": self.mean_phi,
             "mean_l0": float(self.firing_counts.sum() / self.n_tokens),
             "noise_floor": float(np.sqrt(2 / (np.pi * self.n_tokens))),

@@ -108,8 +108,13 @@ def has_signed_codes(sae: Any) -> bool:
     SAEBench's ``feature_density`` and ``frac_alive`` count only positive codes, so such SAEs look partly dead
     there; ``sparsity.l0`` counts ``!= 0`` and is correct.
     """
+    return architecture_has_signed_codes(sae.cfg.architecture(), training_architecture(sae))
+
+
+def architecture_has_signed_codes(*architectures: str) -> bool:
+    """Whether any of the named architectures, or the bases they are built on, has signed codes (``abstopk``)."""
     families = plugin_families()
-    pending, seen = {sae.cfg.architecture(), training_architecture(sae)}, set()
+    pending, seen = set(architectures), set()
     while pending:  # follow each plugin family to its base (aligned_isae → isae → abstopk)
         name = pending.pop()
         seen.add(name)
