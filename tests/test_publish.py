@@ -47,11 +47,18 @@ class FakeHub:
     def repo_dir(self, repo_id: str) -> Path:
         return self.cache / f"models--{repo_id.replace('/', '--')}"
 
-    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+    def head(self, repo_id: str, revision: str = "main") -> str | None:
+        """The commit a branch points to, a commit id given as is, or ``None`` for a branch with no commit."""
+        if (self.repo_dir(repo_id) / "snapshots" / revision).is_dir():
+            return revision
         ref = self.repo_dir(repo_id) / "refs" / revision
-        if not ref.is_file():
+        return ref.read_text() if ref.is_file() else None
+
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        commit = self.head(repo_id, revision)
+        if commit is None:
             return {}
-        snapshot = self.repo_dir(repo_id) / "snapshots" / ref.read_text()
+        snapshot = self.repo_dir(repo_id) / "snapshots" / commit
         return {str(p.relative_to(snapshot)): p.read_bytes() for p in sorted(snapshot.rglob("*")) if p.is_file()}
 
 
@@ -65,8 +72,8 @@ class FakeHfApi:
         self.hub.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
         self.hub.private.setdefault(repo_id, kwargs.get("private", False))
 
-    def repo_info(self, repo_id: str, **kwargs: Any) -> SimpleNamespace:
-        return SimpleNamespace(private=self.hub.private[repo_id])
+    def repo_info(self, repo_id: str, *, revision: str = "main", **kwargs: Any) -> SimpleNamespace:
+        return SimpleNamespace(private=self.hub.private[repo_id], sha=self.hub.head(repo_id, revision))
 
     def create_branch(self, repo_id: str, **kwargs: Any) -> None:
         self.hub.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
@@ -75,11 +82,13 @@ class FakeHfApi:
         return sorted(self.hub.files(repo_id, revision))
 
     def hf_hub_download(self, repo_id: str, filename: str, *, revision: str = "main", **kwargs: Any) -> str:
-        ref = (self.hub.repo_dir(repo_id) / "refs" / revision).read_text()
-        return str(self.hub.repo_dir(repo_id) / "snapshots" / ref / filename)
+        return str(self.hub.repo_dir(repo_id) / "snapshots" / self.hub.head(repo_id, revision) / filename)
 
-    def upload_folder(self, *, repo_id: str, folder_path: str, revision: str = "main", **kwargs: Any) -> Any:
+    def upload_folder(self, *, repo_id: str, folder_path: str, revision: str = "main",
+                      parent_commit: str | None = None, **kwargs: Any) -> Any:
         self.hub.calls.append(("upload_folder", {"repo_id": repo_id, "revision": revision, **kwargs}))
+        if parent_commit is not None and parent_commit != self.hub.head(repo_id, revision):
+            raise RuntimeError("412 Precondition Failed: the branch has moved since parent_commit")
         staged = sorted(p for p in Path(folder_path).rglob("*") if p.is_file())
         pending = Path(tempfile.mkdtemp(dir=self.hub.cache))
         old = self.hub.files(repo_id, revision)
@@ -202,7 +211,7 @@ def test_later_uploads_to_the_same_repo_keep_every_sae_in_the_card(hub, run_fold
     assert "- aligned_topk\n- jumprelu\n- metasae_batchtopk" in body.split("---")[1]   # front-matter tags, sorted
     assert len(body.split("## Diagnostics")[1].split("| `")) - 1 == 3  # diagnostics of the three described SAEs
 
-    snapshot = hub.repo_dir(REPO) / "snapshots" / (hub.repo_dir(REPO) / "refs" / "main").read_text()
+    snapshot = hub.repo_dir(REPO) / "snapshots" / hub.head(REPO)
     (snapshot / "topk" / "cfg.json").unlink()                      # "topk" deleted from the repo by hand
     (snapshot / "sae_aligned_card.json").write_text("{not json")   # and the card data damaged
     publish({"new": other}, REPO)
@@ -211,6 +220,26 @@ def test_later_uploads_to_the_same_repo_keep_every_sae_in_the_card(hub, run_fold
     body = hub.files(REPO)["README.md"].decode()
     assert all(f"| `{sae_id}` | (not described" in body for sae_id in ("legacy", "run", "run/meta_sae"))
     assert "| `topk` |" not in body
+
+
+def test_an_upload_that_lands_while_the_card_is_merged_is_not_lost(hub, run_folder, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    make_sae("aligned_topk").save_inference_model(other)
+    publish({"first": other}, REPO)
+    real_download = FakeHfApi.hf_hub_download
+
+    def racing_download(self, *args, **kwargs):  # another user's upload lands while we read the card data
+        monkeypatch.setattr(FakeHfApi, "hf_hub_download", real_download)
+        publish({"racer": other}, REPO)
+        return real_download(self, *args, **kwargs)
+
+    monkeypatch.setattr(FakeHfApi, "hf_hub_download", racing_download)
+    with pytest.raises(PublishError, match="412 .*run the same command again"):
+        publish({"run": run_folder}, REPO)
+    assert [e["sae_id"] for e in json.loads(hub.files(REPO)["sae_aligned_card.json"])["saes"]] == ["first", "racer"]
+    publish({"run": run_folder}, REPO)                               # the retry merges the racer's SAE too
+    ids = [e["sae_id"] for e in json.loads(hub.files(REPO)["sae_aligned_card.json"])["saes"]]
+    assert ids == ["first", "racer", "run", "run/meta_sae"]
 
 
 def test_cli_eval_and_diagnose_a_published_sae_by_repo_id(hub, run_folder, tmp_path):

@@ -90,7 +90,8 @@ def stage(folders: Sequence[tuple[str, Path]], staging: Path) -> list[str]:
     return sorted(files)
 
 
-def _published_rows(api: HfApi, repo_id: str, revision: str, token: str | None, files: list[str]) -> list[dict[str, Any]]:
+def _published_rows(api: HfApi, repo_id: str, revision: str, token: str | None, files: list[str]) \
+        -> list[dict[str, Any]]:
     """The card rows stored on ``revision``; none if the file is missing, unreadable or of another version (those
     SAEs are then listed as undescribed, and the new card data replaces the file)."""
     if CARD_DATA not in files:
@@ -107,8 +108,8 @@ def _published_rows(api: HfApi, repo_id: str, revision: str, token: str | None, 
 def stage_card(api: HfApi, repo_id: str, revision: str, token: str | None, entries: list[dict[str, Any]],
                staging: Path) -> list[str]:
     """Write ``README.md`` and :data:`CARD_DATA` to ``staging`` for ``entries`` merged into the rows already
-    published on ``revision`` (rows of SAEs no longer in the repo are dropped); SAE folders there without rows are
-    listed as undescribed. Returns the repo paths."""
+    published at ``revision`` (a commit: rows of SAEs no longer in the repo are dropped); SAE folders there without
+    rows are listed as undescribed. Returns the repo paths."""
     files = api.list_repo_files(repo_id, revision=revision, token=token)
     in_repo = {path.removesuffix(f"/{CFG_FILENAME}") for path in files if path.endswith(f"/{CFG_FILENAME}")}
     published = [row for row in _published_rows(api, repo_id, revision, token, files) if row["sae_id"] in in_repo]
@@ -149,9 +150,14 @@ def publish(
                                    "the hub first, or publish without --private")
             if revision != "main":
                 api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+            # the card merges what is on the branch now; parent_commit makes the hub refuse the commit if another
+            # upload landed in between (its SAEs would be missing from the card): then retrying merges them too
+            parent = None
             if card:
-                files = sorted(files + stage_card(api, repo_id, revision, token, entries, Path(tmp)))
+                parent = api.repo_info(repo_id, revision=revision, token=token).sha
+                files = sorted(files + stage_card(api, repo_id, parent or revision, token, entries, Path(tmp)))
             commit = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, token=token,
+                                       parent_commit=parent,
                                        repo_type="model", commit_message=commit_message or
                                        f"Upload SAEs {', '.join(sae_ids)} with sae-aligned-plugin")
         except PublishError:
