@@ -308,6 +308,19 @@ def test_checkpoint_round_trips_meta_sae_optimizer_and_counters(tmp_path, name):
         SAE.load_from_disk(tmp_path / "ckpt")
 
 
+def _assert_exported_meta_rebuilds_rows(meta: Any, critic: Any, decoder: torch.Tensor) -> None:
+    """The exported ``jumprelu`` meta SAE maps the unit decoder rows as the critic does with its EMA threshold θ:
+    standardise, ``relu`` above θ, decode, map back to the rows' scale."""
+    rows = unit_rows(decoder)
+    x, mean, std = standardise_rows(rows)
+    pre = (x - critic.b_dec) @ critic.W_enc
+    theta = float(critic.threshold)
+    assert theta > 0
+    expected = (pre * (pre > theta)) @ critic.W_dec + critic.b_dec
+    with torch.no_grad():
+        torch.testing.assert_close(meta(rows), expected * std + mean, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_export_is_the_plain_primary_plus_a_meta_sae_folder(tmp_path, name):
     sae = make_sae(name, n_primary_steps=2)
@@ -330,14 +343,7 @@ def test_export_is_the_plain_primary_plus_a_meta_sae_folder(tmp_path, name):
     assert meta.cfg.d_sae == critic.d_sae == default_meta_size(64) and meta.cfg.metadata.meta_sae_of == name
     for key in ("W_enc", "W_dec", "b_dec"):
         torch.testing.assert_close(getattr(meta, key), getattr(critic, key), rtol=0, atol=0)
-    rows = unit_rows(sae.W_dec.detach())
-    x, mean, std = standardise_rows(rows)
-    pre = (x - critic.b_dec) @ critic.W_enc
-    theta = float(critic.threshold)
-    assert theta > 0
-    expected = (pre * (pre > theta)) @ critic.W_dec + critic.b_dec
-    with torch.no_grad():
-        torch.testing.assert_close(meta(rows), expected * std + mean, atol=1e-5, rtol=1e-5)
+    _assert_exported_meta_rebuilds_rows(meta, critic, sae.W_dec.detach())
 
 
 def test_synthetic_runner_trains_by_name_and_writes_the_meta_folder(tmp_path):
@@ -419,14 +425,7 @@ def test_dictionary_learning_meta_sae_opens_as_the_saelens_export_does(tmp_path)
     assert meta.cfg.metadata.primary_d_sae == 96
     for key in ("W_enc", "W_dec", "b_dec"):
         torch.testing.assert_close(getattr(meta, key), getattr(critic, key), rtol=0, atol=0)
-    rows = unit_rows(dictionary.decoder.weight.T.detach())
-    x, mean, std = standardise_rows(rows)
-    pre = (x - critic.b_dec) @ critic.W_enc
-    theta = float(critic.threshold)
-    assert theta > 0
-    with torch.no_grad():
-        torch.testing.assert_close(meta(rows), ((pre * (pre > theta)) @ critic.W_dec + critic.b_dec) * std + mean,
-                                   atol=1e-5, rtol=1e-5)
+    _assert_exported_meta_rebuilds_rows(meta, critic, dictionary.decoder.weight.T.detach())
     assert open_sae(folder)[1].cfg.d_sae == 96                        # without an id: the primary
     with pytest.raises(ValueError, match="only SAE id is 'meta_sae'"):
         open_sae(folder, "other")

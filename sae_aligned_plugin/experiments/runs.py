@@ -148,14 +148,14 @@ def evaluate_sae(sae: Any, source: ActivationSource, batch_size: int) -> RunResu
         return codes
 
     dead = dead_fraction(encode_and_reconstruct, source.test.split(batch_size), d_sae=sae.cfg.d_sae)
-    alignment = alignment_report(sae)
+    alignment, phi = alignment_report(sae), cofiring.report()
     metrics: dict[str, Any] = {
         "l0": dead.summary()["mean_l0"],
         "explained_variance": variance.compute(),
         "dead_fraction": dead.fraction_dead,
         "dead_window_tokens": dead.n_tokens,
-        **{key: value for key, value in cofiring.report().summary().items()
-           if key in ("mean_abs_phi", "mean_abs_phi_live")},
+        "mean_abs_phi": phi.mean_abs_phi,
+        "mean_abs_phi_live": phi.mean_abs_phi_live,
         "alignment": alignment.summary(),
     }
     if source.extra_eval is not None:

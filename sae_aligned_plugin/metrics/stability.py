@@ -29,6 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from sae_aligned_plugin.metrics._arrays import frozen_array
+from sae_aligned_plugin.metrics.matching import match_dictionaries
 from sae_aligned_plugin.metrics.weights import encoder_decoder_rows
 
 SCALAR_FIELDS = (
@@ -99,13 +100,17 @@ def max_cosine(rows_a: Tensor, rows_b: Tensor, *, chunk_size: int = 4096, sign_i
 def _hungarian(
     enc_a: Tensor, dec_a: Tensor, enc_b: Tensor, dec_b: Tensor, threshold: float, sign_invariant: bool
 ) -> tuple[float, float, float, NDArray[np.int64]]:
-    """Hungarian matching on the full decoder cosines: (mean decoder cos, mean encoder cos, shared fraction, match)."""
+    """Hungarian matching on the decoder cosines: (mean decoder cos, mean encoder cos, shared fraction, match).
+    ``sign_invariant``: the signed ``|cos|`` matching of :func:`~sae_aligned_plugin.metrics.match_dictionaries`."""
     unit = [F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (enc_a, dec_a, enc_b, dec_b)]
-    decoder_cos = (unit[1] @ unit[3].T).cpu().numpy()
-    score = np.abs(decoder_cos) if sign_invariant else decoder_cos
-    rows, cols = linear_sum_assignment(score, maximize=True)
-    matched_decoder = score[rows, cols]
-    signs = np.sign(decoder_cos[rows, cols]) if sign_invariant else 1.0
+    if sign_invariant:
+        matching = match_dictionaries(dec_a, dec_b)
+        rows = np.flatnonzero(matching.match >= 0)
+        cols, matched_decoder, signs = matching.match[rows], matching.abs_cos[rows], matching.signs[rows]
+    else:
+        decoder_cos = (unit[1] @ unit[3].T).cpu().numpy()
+        rows, cols = linear_sum_assignment(decoder_cos, maximize=True)
+        matched_decoder, signs = decoder_cos[rows, cols], 1.0
     matched_encoder = (unit[0][rows] * unit[2][cols]).sum(dim=-1).cpu().numpy() * signs
     shared = (matched_decoder > threshold) & (matched_encoder > threshold)
     match = np.full(enc_a.shape[0], -1, dtype=np.int64)
