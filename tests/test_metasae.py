@@ -26,6 +26,7 @@ from sae_aligned_plugin.core.metasae import (
     decomposability_penalty,
     default_meta_size,
     loss_scale,
+    row_mean_std,
     standardise_rows,
     unit_rows,
 )
@@ -127,23 +128,26 @@ def test_fast_top_k_selection_is_exact_with_ties_and_few_positives():
     g = torch.Generator().manual_seed(1)
     for trial in range(120):
         n = int(torch.randint(1, 2500, (1,), generator=g))
-        flat = torch.relu(torch.randn(n, generator=g) + 2 * float(torch.randn(1, generator=g)))
+        flat = torch.randn(n, generator=g) + 2 * float(torch.randn(1, generator=g))
+        if trial % 2 == 0:
+            flat = torch.relu(flat)                             # many exact zeros (half the trials keep negatives)
         if trial % 3 == 0:
             flat = (flat * 4).round() / 4                       # many ties
         count = int(torch.randint(1, n + 1, (1,), generator=g))
         got = top_flat_indices(flat, count, sample_size=int(torch.randint(8, 2000, (1,), generator=g)))
         assert bool((got[1:] > got[:-1]).all())                 # row-major order
-        expected = flat.topk(count).values
+        expected = torch.relu(flat).topk(count).values
         if got.numel() < count:                                 # only zero-valued entries may be left out
             expected = expected[expected > 0]
         assert torch.equal(flat[got].sort(descending=True).values, expected), trial
 
 
-def test_sparse_meta_gradients_equal_dense_autograd():
+@pytest.mark.parametrize("n_dead", [7, 4])                    # AuxK picks the top 5 of 7 dead / takes all 4
+def test_sparse_meta_gradients_equal_dense_autograd(n_dead):
     torch.manual_seed(0)
     sae = MetaSAE(12, 20, 3.0, aux_k=5).double()
     sae.b_dec.data.normal_()
-    sae.steps_inactive[:7] = 10                               # some dead latents: AuxK is on
+    sae.steps_inactive[:n_dead] = 10                          # some dead latents: AuxK is on
     x = standardise_rows(torch.randn(50, 12, dtype=torch.float64))[0]
     out = sae.encode_standardised(x)
     params = [sae.W_enc, sae.W_dec, sae.b_dec]
@@ -153,13 +157,41 @@ def test_sparse_meta_gradients_equal_dense_autograd():
     pre = (x - sae.b_dec) @ sae.W_enc
     residual = x - (torch.relu(pre) * kept) @ sae.W_dec - sae.b_dec
     dead = torch.relu(pre[:, sae.dead_mask()])
-    top = dead.topk(5, dim=-1)
+    top = dead.topk(min(5, n_dead), dim=-1)
     aux_codes = torch.zeros_like(dead).scatter(-1, top.indices, top.values)
     reference = residual.pow(2).mean() + sae.aux_coefficient * (
         aux_codes @ sae.W_dec[sae.dead_mask()] - residual).pow(2).mean()
     torch.testing.assert_close(loss, reference, rtol=1e-12, atol=0)
     for ours, theirs in zip(grads, torch.autograd.grad(reference, params)):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_codes_gradient_pair_dots_equal_the_dense_product_on_both_paths():
+    g = torch.Generator().manual_seed(3)
+    pre = torch.randn(64, 30, generator=g, dtype=torch.float64)
+    codes = batch_topk(pre, 4.0)
+    left, right = torch.randn(64, 9, generator=g, dtype=torch.float64), torch.randn(30, 9, generator=g, dtype=torch.float64)
+    expected = (left @ right.T)[codes.rows, codes.cols]
+    torch.testing.assert_close(codes.pair_dots(left, right), expected, rtol=1e-12, atol=1e-12)   # sampled matmul
+    dense_path = codes.pair_dots(left.bfloat16(), right.bfloat16())                          # the dense fallback
+    assert dense_path.dtype == torch.bfloat16
+    torch.testing.assert_close(dense_path.double(), expected, rtol=2e-2, atol=5e-2)
+
+
+def test_row_moments_and_the_fused_meta_forward_equal_the_plain_computation():
+    torch.manual_seed(4)
+    decoder = torch.randn(200, 24, dtype=torch.float64) * torch.rand(200, 1, dtype=torch.float64) * 3
+    inverse_norm = 1 / decoder.norm(dim=-1, keepdim=True)
+    rows = decoder * inverse_norm
+    mean, std = row_mean_std(decoder, inverse_norm)
+    torch.testing.assert_close(mean, rows.mean(-1, keepdim=True), rtol=0, atol=1e-15)
+    torch.testing.assert_close(std, rows.std(-1, keepdim=True), rtol=1e-12, atol=0)
+    critic = MetaCritic(MetaSAEConfig(n_latents=200, d_in=24, meta_k=3)).double()
+    critic.sae.b_dec.data.normal_()
+    x, mean, std = standardise_rows(rows)
+    expected = critic.sae.encode_standardised(x).recon * std + mean     # standardise, encode, decode, map back
+    torch.testing.assert_close(critic.sae(decoder, inverse_norm), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(critic.sae(rows), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_fused_penalty_gradient_equals_autograd_through_the_formula():

@@ -111,11 +111,14 @@ def unit_rows(decoder: Tensor) -> Tensor:
     return decoder / decoder.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def row_mean_std(rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row mean and unbiased std over the last dimension, ``[..., 1]`` each (the std as ``‖x − mean‖/√(d − 1)``:
-    one fused reduction, several times faster on CPUs than ``Tensor.std``)."""
-    mean = rows.mean(dim=-1, keepdim=True)
-    return mean, torch.linalg.vector_norm(rows - mean, dim=-1, keepdim=True) / math.sqrt(rows.shape[-1] - 1)
+def row_mean_std(rows: Tensor, scale: Tensor | float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-row mean and unbiased std of ``u = scale · rows`` over the last dimension, ``[..., 1]`` each, from one
+    pass of sums: ``var = (Σu² − d·mean²)/(d − 1)``. That loses precision only when ``|mean| ≫ std``, which unit
+    decoder rows never have (``d·mean² ≤ ‖u‖² = 1``, equal only for a constant row)."""
+    d = rows.shape[-1]
+    mean = rows.sum(dim=-1, keepdim=True).mul_(scale / d)
+    square_sum = torch.linalg.vector_norm(rows, dim=-1, keepdim=True).mul_(scale).square_()
+    return mean, square_sum.sub_(d * mean.square()).clamp_min_(0).div_(d - 1).sqrt_()
 
 
 def standardise_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -134,7 +137,9 @@ def loss_scale(x: Tensor) -> Tensor:
     activation scale (SAELens's ``√d``-normalised inputs: ≈ d; dictionary_learning's unit-norm inputs: ≈ 1).
     """
     x = x.detach().float()
-    return x.shape[-1] * x.var(dim=-1).mean()
+    d = x.shape[-1]
+    centred_norm = torch.linalg.vector_norm(x - x.mean(dim=-1, keepdim=True), dim=-1)  # ten times faster than var
+    return centred_norm.square_().mean() * (d / (d - 1))
 
 
 def decomposability_penalty(rows: Tensor, target: Tensor, sigma_sq: float) -> tuple[Tensor, Tensor]:
@@ -145,6 +150,23 @@ def decomposability_penalty(rows: Tensor, target: Tensor, sigma_sq: float) -> tu
     """
     sq_error = (rows - target).pow(2).sum(dim=-1)
     return torch.exp(-sq_error / sigma_sq), sq_error
+
+
+class _MeanSquaredError(torch.autograd.Function):
+    """``mean((recon − target)²)`` with the gradient ``2 (recon − target)/N`` to ``recon`` only: one subtraction and
+    one fused norm forward, one scaled copy backward (``F.mse_loss`` makes about five passes over ``[B, d]`` on CPUs)."""
+
+    @staticmethod
+    def forward(ctx: Any, recon: Tensor, target: Tensor) -> Tensor:
+        residual = recon - target
+        ctx.save_for_backward(residual)
+        return torch.linalg.vector_norm(residual).square_() / residual.numel()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (residual,) = ctx.saved_tensors
+        return residual * (2.0 * grad / residual.numel()), None
 
 
 class MetaForward(NamedTuple):
@@ -191,23 +213,28 @@ class MetaSAE(nn.Module):
         values, the decoder and all gradients go through :mod:`~sae_aligned_plugin.core.sparse_codes`.
         """
         with torch.no_grad():
-            pre = x @ self.W_enc - self.b_dec @ self.W_enc
+            pre = (x @ self.W_enc).sub_(self.b_dec @ self.W_enc)
         codes = batch_topk(pre, self.k)
         values = encode_values(self.W_enc, self.b_dec, x, codes)
-        return MetaForward(x, codes, decode(values, self.W_dec, codes) + self.b_dec)
+        return MetaForward(x, codes, decode(values, self.W_dec, codes, self.b_dec))
 
     @torch.no_grad()
-    def forward(self, rows: Tensor) -> Tensor:
-        """Reconstruction ``ŵ = x̂̃·std + mean`` of ``rows`` in row space, without autograd (the critic's use).
+    def forward(self, rows: Tensor, scale: Tensor | float = 1.0) -> Tensor:
+        """Reconstruction ``ŵ = x̂̃·std + mean`` of the rows ``u = scale · rows`` in row space, without autograd (the
+        critic's use; ``scale`` [B, 1] lets the penalty pass raw decoder rows and their inverse norms).
 
-        Fused: ``x̃ W_enc = (rows W_enc − mean ⊗ 1ᵀW_enc)/(std + ε)`` never materialises ``x̃``, and the output is
-        built in place, so it makes a few passes over ``[B, d]`` besides the matmul and the top-k.
+        Fused: ``x̃ W_enc = (scale·rows W_enc − mean ⊗ 1ᵀW_enc)/(std + ε)`` never materialises ``u`` or ``x̃``, the
+        per-row ``std`` rides on the decoded codes' weights and ``b_dec·std + mean`` is one rank-2 update, so besides
+        the matmul and the top-k it reads ``rows`` twice and writes the ``[B, d]`` output once.
         """
-        mean, std = row_mean_std(rows)
-        pre = rows @ self.W_enc
-        pre.addcmul_(mean, self.W_enc.sum(dim=0), value=-1.0).div_(std + STD_EPS).sub_(self.b_dec @ self.W_enc)
+        mean, std = row_mean_std(rows, scale)
+        inverse = (std + STD_EPS).reciprocal_()
+        pre = (rows @ self.W_enc).mul_(inverse * scale)
+        pre.addmm_(torch.cat([mean * inverse, torch.ones_like(mean)], dim=1),
+                   torch.stack([self.W_enc.sum(dim=0), self.b_dec @ self.W_enc]), alpha=-1.0)
         codes = batch_topk(pre, self.k)
-        return decode(codes.values, self.W_dec, codes).add_(self.b_dec).mul_(std).add_(mean)
+        out = decode(codes.values * std.view(-1)[codes.rows], self.W_dec, codes)
+        return out.addmm_(torch.cat([std, mean], dim=1), torch.stack([self.b_dec, torch.ones_like(self.b_dec)]))
 
     def dead_mask(self) -> Tensor:
         return self.steps_inactive >= self.dead_after
@@ -216,18 +243,21 @@ class MetaSAE(nn.Module):
         """``(total, mse, aux)``: ``mse = mean_{i,d}(x̂̃ − x̃)²`` plus AuxK on dead latents (§1.2).
 
         AuxK: the top ``min(aux_k, #dead)`` ReLU pre-activations of dead latents per row rebuild the residual
-        ``x̃ − x̂̃`` (not detached, as written in the spec), ``aux = aux_coefficient · mean(...)²``.
+        ``x̃ − x̂̃`` (not detached, as written in the spec), ``aux = aux_coefficient · mean(...)²``. With
+        ``aux_k >= #dead`` (always, at the paper's meta size 1,800 < 512·4) that is every dead latent, without a top-k.
         """
-        mse = F.mse_loss(out.recon, out.x)  # one fused pass forward and backward
+        mse = _MeanSquaredError.apply(out.recon, out.x)
         dead = self.dead_mask()
         n_dead = int(dead.sum())
         if n_dead == 0:
             return mse, mse, mse.new_zeros(())
-        residual = out.x - out.recon
+        residual = out.recon - out.x
         dead_pre = F.relu(out.x @ self.W_enc[:, dead] - self.b_dec @ self.W_enc[:, dead])
-        top = dead_pre.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
-        aux_acts = torch.zeros_like(dead_pre).scatter_(-1, top.indices, top.values)
-        aux = self.aux_coefficient * (aux_acts @ self.W_dec[dead] - residual).pow(2).mean()
+        aux_acts = dead_pre
+        if self.aux_k < n_dead:
+            top = dead_pre.topk(self.aux_k, dim=-1, sorted=False)
+            aux_acts = torch.zeros_like(dead_pre).scatter_(-1, top.indices, top.values)
+        aux = self.aux_coefficient * (aux_acts @ self.W_dec[dead] + residual).pow(2).mean()
         return mse + aux, mse, aux
 
     @torch.no_grad()
@@ -275,20 +305,22 @@ class _RowPenalty(torch.autograd.Function):
     """``(p, e)`` per row for ``u = unit_rows(decoder)`` and the constant target ``ŵ = meta(u)`` (§2.1), in fp32 or
     the decoder's precision if higher.
 
-    Hand-written backward (the gradient flows through ``p`` only): with ``g_u = −(2/σ²)·∂L/∂p_i·p_i·(u_i − ŵ_i)``,
-    ``∂L/∂W_dec[i] = (g_u − ⟨g_u, u_i⟩ u_i)/||W_dec[i]||`` (the unit-norm map's Jacobian). It equals autograd through
-    :func:`unit_rows` and :func:`decomposability_penalty`, in a third of the passes over ``[n, d]``.
+    Hand-written backward (the gradient flows through ``p`` only): with ``c_i = (2/σ²)·∂L/∂p_i·p_i``, the offset
+    ``o_i = ŵ_i − u_i`` and ``r_i = ||W_dec[i]||``, ``∂L/∂u_i = c_i o_i`` and, through the unit-norm map's Jacobian
+    ``(I − u uᵀ)/r``, ``∂L/∂W_dec[i] = (c_i/r_i)·o_i − (c_i ⟨o_i, W_dec[i]⟩/r_i³)·W_dec[i]``. It equals autograd
+    through :func:`unit_rows` and :func:`decomposability_penalty`; ``u`` is never materialised.
     """
 
     @staticmethod
     def forward(ctx: Any, decoder: Tensor, meta: MetaSAE, sigma_sq: float) -> tuple[Tensor, Tensor]:
-        work = decoder.to(torch.promote_types(decoder.dtype, torch.float32))    # at least fp32
-        norm = work.norm(dim=-1, keepdim=True).clamp_min_(1e-12)
-        rows = work / norm
-        offset = meta(rows.to(meta.W_dec.dtype)).to(rows.dtype).sub_(rows)     # ŵ − u
-        sq_error = torch.linalg.vecdot(offset, offset)
+        work = decoder.to(torch.promote_types(decoder.dtype, torch.float32))      # at least fp32
+        inverse_norm = torch.linalg.vector_norm(work, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        meta_dtype = meta.W_dec.dtype
+        offset = meta(work.to(meta_dtype), inverse_norm.to(meta_dtype)).to(work.dtype)
+        offset.addcmul_(work, inverse_norm, value=-1.0)                            # ŵ − u
+        sq_error = torch.linalg.vector_norm(offset, dim=-1).square_()
         p = torch.exp(-sq_error / sigma_sq)
-        ctx.save_for_backward(rows, offset, norm, p)
+        ctx.save_for_backward(work, offset, inverse_norm, p, torch.linalg.vecdot(offset, work))
         ctx.sigma_sq, ctx.dtype = sigma_sq, decoder.dtype
         ctx.mark_non_differentiable(sq_error)
         return p, sq_error
@@ -296,10 +328,10 @@ class _RowPenalty(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_p: Tensor, _: Tensor) -> tuple[Tensor, None, None]:
-        rows, offset, norm, p = ctx.saved_tensors
-        grad_rows = offset * ((2.0 / ctx.sigma_sq) * grad_p * p).unsqueeze(-1)      # −(2/σ²) g p (u − ŵ)
-        radial = torch.linalg.vecdot(grad_rows, rows).unsqueeze(-1)
-        return grad_rows.addcmul_(radial, rows, value=-1.0).div_(norm).to(ctx.dtype), None, None
+        work, offset, inverse_norm, p, dot = ctx.saved_tensors
+        c = ((2.0 / ctx.sigma_sq) * grad_p * p).unsqueeze(-1) * inverse_norm       # c_i / r_i
+        grad = offset * c
+        return grad.addcmul_(work, c * dot.unsqueeze(-1) * inverse_norm.square(), value=-1.0).to(ctx.dtype), None, None
 
 
 class PenaltyTerms(NamedTuple):

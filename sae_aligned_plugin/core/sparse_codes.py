@@ -2,17 +2,17 @@
 
 A BatchTopK SAE over ``B`` rows with ``m`` latents keeps ``K = k·B`` codes; the meta SAE keeps ``k = 8`` of
 ``m ≈ 0.09·n`` latents per row (≈ 2 %). Dense autograd would spend three ``B × d × m`` matmuls on the decoder and one
-on the encoder's gradient; here the decoder and the weight gradients cost ``O(K·d)``, and only two matmuls stay
-dense: the encoder's forward (needed to pick the top ``K``) and the codes' gradient. Entries are stored twice:
-row-major (bags of :func:`embedding_bag` that decode rows) and latent-major (bags that accumulate the weight
-gradients), so no ``[K, d]`` gather is materialised.
+on the encoder's gradient; here the decoder, the codes' gradient and the weight gradients cost ``O(K·d)``, and only
+the encoder's forward (needed to pick the top ``K``) stays a dense matmul. Entries are stored twice: row-major
+(bags of :func:`embedding_bag` that decode rows) and latent-major (bags that accumulate the weight gradients), so no
+``[K, d]`` gather is materialised.
 
 The top ``K`` are selected by :func:`top_flat_indices` (exact, faster than ``topk`` on CPUs, already row-major).
-Integer indices are sorted as float64 (exact below 2⁵³): PyTorch's CPU ``sort`` of int64 is slow.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -35,11 +35,26 @@ class SparseCodes:
 
     @cached_property
     def by_col(self) -> Tensor:
-        return self.cols.to(torch.float64).argsort(stable=True)
+        return self.cols.argsort(stable=True)
 
     @cached_property
     def col_offsets(self) -> Tensor:
         return _bag_starts(self.cols, self.width)
+
+    def pair_dots(self, left: Tensor, right: Tensor) -> Tensor:
+        """``⟨left[rows_j], right[cols_j]⟩`` for every entry ``j`` (``left`` [B, d], ``right`` [width, d]).
+
+        On CPUs in fp32/fp64 a sampled matmul (``torch.sparse.sampled_addmm``: ``O(K·d)``, no ``[K, d]`` gather);
+        elsewhere the dense ``left @ rightᵀ`` read at the entries (a GPU's matmul is cheap, its sparse kernels vary).
+        """
+        if left.device.type != "cpu" or left.dtype not in (torch.float32, torch.float64):
+            return (left @ right.T)[self.rows, self.cols]
+        crow = torch.cat([self.offsets, self.offsets.new_tensor([self.rows.numel()])])
+        with warnings.catch_warnings():       # PyTorch warns once per process that sparse CSR is a beta feature
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            pattern = torch.sparse_csr_tensor(crow, self.cols, left.new_zeros(self.rows.numel()),
+                                              size=(left.shape[0], self.width), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0).values()
 
     def dense(self, n_rows: int, width: int) -> Tensor:
         """The ``[n_rows, width]`` code matrix (for tests and small inputs)."""
@@ -52,11 +67,12 @@ def _bag_starts(keys: Tensor, n_bags: int) -> Tensor:
     return counts.cumsum(0) - counts
 
 
-def top_flat_indices(flat: Tensor, count: int, *, sample_size: int = 65536) -> Tensor:
-    """Ascending indices of the ``count`` largest entries of a non-negative 1-D ``flat`` (entries equal to 0 may be
-    left out: a zero code decodes to nothing). Exact, like ``flat.topk(count)``, but a few times faster on CPUs:
-    the quantile of a fixed random sample gives a threshold a little below the ``count``-th value, and the exact
-    selection runs on the few entries above it; a full ``topk`` is the fallback when the estimate misses."""
+def top_flat_indices(flat: Tensor, count: int, *, sample_size: int = 16384) -> Tensor:
+    """Ascending indices of the ``count`` largest *positive* entries of a 1-D ``flat``: exactly those of
+    ``relu(flat).topk(count)``, except that entries ``<= 0`` are left out (a zero code decodes to nothing); ties at
+    the ``count``-th value go to the lowest indices. A few times faster than ``topk`` on CPUs: the quantile of a
+    fixed random sample gives a threshold a little below the ``count``-th value, and the exact selection runs on the
+    few entries above it; a full ``topk`` is the fallback when the estimate misses."""
     n = flat.numel()
     if count >= n:
         return (flat > 0).nonzero().squeeze(1)
@@ -69,11 +85,13 @@ def top_flat_indices(flat: Tensor, count: int, *, sample_size: int = 65536) -> T
         return candidates                                      # every positive entry, no more than count
     if candidates.numel() >= count:
         values = flat[candidates]
-        keep = values >= values.kthvalue(values.numel() - count + 1).values
-        if int(keep.sum()) == count:                           # no ties at the count-th value
-            return candidates[keep]
+        kth = values.kthvalue(values.numel() - count + 1).values
+        keep = values > kth
+        tied = (values == kth).nonzero().squeeze(1)            # ties at the count-th value: the first ones in order
+        keep[tied[: count - int(keep.sum())]] = True
+        return candidates[keep]
     top = flat.topk(count, sorted=False).indices
-    return top[top.to(torch.float64).argsort()]
+    return top[flat[top] > 0].sort().values
 
 
 def batch_topk(pre: Tensor, k: float) -> SparseCodes:
@@ -81,7 +99,7 @@ def batch_topk(pre: Tensor, k: float) -> SparseCodes:
     MetaSAE spec), as :class:`SparseCodes` with detached values (see :func:`encode_values` for gradients)."""
     n_rows, width = pre.shape
     with torch.no_grad():
-        flat = F.relu(pre.detach()).flatten()
+        flat = pre.detach().flatten()
         index = top_flat_indices(flat, int(k * n_rows))
         rows = index // width
         return SparseCodes(rows, index % width, flat[index], _bag_starts(rows, n_rows), width)
@@ -96,25 +114,24 @@ def _bag_sum(table: Tensor, codes: SparseCodes, weights: Tensor, latent_major: b
 
 
 class _Decode(torch.autograd.Function):
-    """``x̂[r] = Σ_{j in row r} v_j · W_dec[c_j]``; backward ``∂v_j = (g W_decᵀ)[r_j, c_j]``, ``∂W_dec[c] = Σ v_j g[r_j]``.
-
-    ``∂v`` reads one ``[B, m]`` matmul: gathering ``K`` pairs of ``d``-rows instead is slower on CPUs (memory bound).
-    """
+    """``x̂[r] = Σ_{j in row r} v_j · W_dec[c_j] + b``; backward ``∂v_j = ⟨g[r_j], W_dec[c_j]⟩``
+    (:meth:`SparseCodes.pair_dots`), ``∂W_dec[c] = Σ_{j: c_j = c} v_j g[r_j]``, ``∂b = Σ_r g[r]``."""
 
     @staticmethod
-    def forward(ctx: Any, values: Tensor, decoder: Tensor, codes: SparseCodes) -> Tensor:
+    def forward(ctx: Any, values: Tensor, decoder: Tensor, bias: Tensor | None, codes: SparseCodes) -> Tensor:
         ctx.save_for_backward(values, decoder)
         ctx.codes = codes
-        return _bag_sum(decoder, codes, values, latent_major=False)
+        out = _bag_sum(decoder, codes, values, latent_major=False)
+        return out if bias is None else out.add_(bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None, None]:
         values, decoder = ctx.saved_tensors
         codes: SparseCodes = ctx.codes
         grad = grad.contiguous()
-        grad_values = (grad @ decoder.T)[codes.rows, codes.cols]
-        return grad_values, _bag_sum(grad, codes, values, latent_major=True), None
+        grad_bias = grad.sum(dim=0) if ctx.needs_input_grad[2] else None
+        return codes.pair_dots(grad, decoder), _bag_sum(grad, codes, values, latent_major=True), grad_bias, None
 
 
 class _EncodeValues(torch.autograd.Function):
@@ -148,6 +165,7 @@ def encode_values(encoder: Tensor, bias: Tensor, x: Tensor, codes: SparseCodes) 
     return _EncodeValues.apply(encoder, bias, x.detach(), codes)
 
 
-def decode(values: Tensor, decoder: Tensor, codes: SparseCodes) -> Tensor:
-    """``Σ_j values_j · decoder[cols_j]`` per row ([B, d]), differentiable w.r.t. ``values`` and ``decoder``."""
-    return _Decode.apply(values, decoder, codes)
+def decode(values: Tensor, decoder: Tensor, codes: SparseCodes, bias: Tensor | None = None) -> Tensor:
+    """``Σ_j values_j · decoder[cols_j] (+ bias)`` per row ([B, d]), differentiable w.r.t. ``values``, ``decoder``
+    and ``bias``."""
+    return _Decode.apply(values, decoder, bias, codes)
