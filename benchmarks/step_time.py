@@ -39,6 +39,8 @@ from sae_lens import TrainingSAE, TrainingSAEConfig
 from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput
 from tqdm import tqdm
 
+from sae_aligned_plugin.experiments.grid import usable_cores
+
 ALIGNED_BASES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
 DEFAULT_PAIRS = ",".join([*(f"aligned_{base}:{base}" for base in ALIGNED_BASES),
                           "isae:topk", "isae_me:topk", "metasae_batchtopk:batchtopk"])
@@ -79,10 +81,6 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pairs", type=parse_pairs, default=parse_pairs(DEFAULT_PAIRS),
@@ -97,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra TrainingSAEConfig fields applied to both arms, as a JSON object")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    p.add_argument("--threads", type=int, default=default_threads(), help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=usable_cores(), help="torch.set_num_threads")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     p.add_argument("--steps", type=int, default=30, help="timed samples per arm")
     p.add_argument("--steps-per-sample", type=int, default=None,
@@ -350,7 +348,7 @@ def collect_meta(args: argparse.Namespace, device: torch.device, argv: Sequence[
         "device": f"{device} ({device_name(device)})", "torch": torch.__version__,
         "sae_lens": version("sae-lens"), "sae_aligned_plugin": version("sae-aligned-plugin"),
         "python": platform.python_version(), "git": git_revision(), "threads": torch.get_num_threads(),
-        "cpu_count": default_threads(), "load_average_start": list(os.getloadavg()),
+        "cpu_count": usable_cores(), "load_average_start": list(os.getloadavg()),
         "d_in": args.d_in, "d_sae": args.d_sae, "batch": args.batch, "k": args.k, "dtype": args.dtype,
         "matryoshka_widths": args.matryoshka_widths or [args.d_sae // 8, args.d_sae // 4, args.d_sae // 2, args.d_sae],
         "config_json": args.config_json, "lr": args.lr, "steps": args.steps, "warmup": args.warmup,

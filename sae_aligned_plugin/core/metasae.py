@@ -152,21 +152,20 @@ def decomposability_penalty(rows: Tensor, target: Tensor, sigma_sq: float) -> tu
     return torch.exp(-sq_error / sigma_sq), sq_error
 
 
-class _MeanSquaredError(torch.autograd.Function):
-    """``mean((recon − target)²)`` with the gradient ``2 (recon − target)/N`` to ``recon`` only: one subtraction and
-    one fused norm forward, one scaled copy backward (``F.mse_loss`` makes about five passes over ``[B, d]`` on CPUs)."""
+class _MeanSquare(torch.autograd.Function):
+    """``mean(r²)`` with the gradient ``2r/N``: one fused norm forward, one scaled copy backward (``F.mse_loss`` makes
+    about five passes over ``[B, d]`` on CPUs)."""
 
     @staticmethod
-    def forward(ctx: Any, recon: Tensor, target: Tensor) -> Tensor:
-        residual = recon - target
+    def forward(ctx: Any, residual: Tensor) -> Tensor:
         ctx.save_for_backward(residual)
         return torch.linalg.vector_norm(residual).square_() / residual.numel()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         (residual,) = ctx.saved_tensors
-        return residual * (2.0 * grad / residual.numel()), None
+        return residual * (2.0 * grad / residual.numel())
 
 
 class MetaForward(NamedTuple):
@@ -246,12 +245,12 @@ class MetaSAE(nn.Module):
         ``x̃ − x̂̃`` (not detached, as written in the spec), ``aux = aux_coefficient · mean(...)²``. With
         ``aux_k >= #dead`` (always, at the paper's meta size 1,800 < 512·4) that is every dead latent, without a top-k.
         """
-        mse = _MeanSquaredError.apply(out.recon, out.x)
+        residual = out.recon - out.x
+        mse = _MeanSquare.apply(residual)
         dead = self.dead_mask()
         n_dead = int(dead.sum())
         if n_dead == 0:
             return mse, mse, mse.new_zeros(())
-        residual = out.recon - out.x
         dead_pre = F.relu(out.x @ self.W_enc[:, dead] - self.b_dec @ self.W_enc[:, dead])
         aux_acts = dead_pre
         if self.aux_k < n_dead:

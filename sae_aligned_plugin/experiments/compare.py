@@ -48,7 +48,7 @@ from sae_aligned_plugin.experiments.report import (  # noqa: E402
     markdown_table,
     write_histograms,
 )
-from sae_aligned_plugin.experiments.grid import Task, run_grid  # noqa: E402
+from sae_aligned_plugin.experiments.grid import Task, run_grid, usable_cores  # noqa: E402
 from sae_aligned_plugin.experiments.runs import (  # noqa: E402
     RunResult,
     TrainSettings,
@@ -118,11 +118,6 @@ def quick_plans() -> dict[str, SourcePlan]:
             architecture_params={"metasae_batchtopk": {"meta_lr": 1e-2}},
         ),
     }
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (affinity and cpusets respected where the OS tells)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _csv(text: str) -> list[str]:

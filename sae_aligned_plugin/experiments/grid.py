@@ -12,6 +12,7 @@ from their seeds).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ class Task:
     params: Mapping[str, Any]
     settings: TrainSettings
     seed: int
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity and cpusets respected where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 _WORKER_SOURCES: dict[str, ActivationSource] = {}

@@ -102,16 +102,17 @@ def _hungarian(
 ) -> tuple[float, float, float, NDArray[np.int64]]:
     """Hungarian matching on the decoder cosines: (mean decoder cos, mean encoder cos, shared fraction, match).
     ``sign_invariant``: the signed ``|cos|`` matching of :func:`~sae_aligned_plugin.metrics.match_dictionaries`."""
-    unit = [F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (enc_a, dec_a, enc_b, dec_b)]
+    unit_enc_a, unit_enc_b = (F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (enc_a, enc_b))
     if sign_invariant:
         matching = match_dictionaries(dec_a, dec_b)
         rows = np.flatnonzero(matching.match >= 0)
         cols, matched_decoder, signs = matching.match[rows], matching.abs_cos[rows], matching.signs[rows]
     else:
-        decoder_cos = (unit[1] @ unit[3].T).cpu().numpy()
+        unit_dec_a, unit_dec_b = (F.normalize(t.float(), dim=-1).to(dec_a.device) for t in (dec_a, dec_b))
+        decoder_cos = (unit_dec_a @ unit_dec_b.T).cpu().numpy()
         rows, cols = linear_sum_assignment(decoder_cos, maximize=True)
         matched_decoder, signs = decoder_cos[rows, cols], 1.0
-    matched_encoder = (unit[0][rows] * unit[2][cols]).sum(dim=-1).cpu().numpy() * signs
+    matched_encoder = (unit_enc_a[rows] * unit_enc_b[cols]).sum(dim=-1).cpu().numpy() * signs
     shared = (matched_decoder > threshold) & (matched_encoder > threshold)
     match = np.full(enc_a.shape[0], -1, dtype=np.int64)
     match[rows] = cols
